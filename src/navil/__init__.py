@@ -1,0 +1,1 @@
+"""navil: native multimodal LLMs (NaViL) in plain PyTorch."""

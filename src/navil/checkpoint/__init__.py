@@ -1,0 +1,1 @@
+"""navil.checkpoint layer."""

@@ -1,0 +1,1 @@
+"""navil.eval layer."""
