@@ -1,1 +1,1 @@
-"""navil.checkpoint layer."""
+"""navil.checkpoint: reading/writing HF-format folders, the official-key adapter, LLM initialisation."""

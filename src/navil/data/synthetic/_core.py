@@ -1,0 +1,205 @@
+"""Seeds, categories, the SyntheticSample record and the sample generators."""
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ...errors import NavilError
+from . import _render as R
+from . import _scenes as S
+
+CATEGORIES: tuple[str, ...] = ("color", "shape", "count", "position", "ocr", "chart")
+SPLITS: dict[str, int] = {"train": 1, "val": 2, "test": 3}
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
+DEFAULT_MAX_OBJECTS = 5
+_INDEX_BITS = 36  # up to ~6.9e10 samples per split
+_SPLIT_BITS = 4
+
+# Curriculum presets: keyword arguments for make_sample / iter_samples / export_*.
+CURRICULUM: dict[str, dict] = {
+    "easy": {"categories": ("color", "shape"), "max_objects": 1},
+    "medium": {"categories": ("color", "shape", "count", "position"), "max_objects": 3},
+    "full": {"categories": CATEGORIES, "max_objects": DEFAULT_MAX_OBJECTS},
+}
+
+
+def _check_category(category: str) -> None:
+    if category not in CATEGORIES:
+        raise NavilError(f"unknown synthetic category {category!r}; expected one of {CATEGORIES}")
+
+
+def answer_set(category: str, max_objects: int = DEFAULT_MAX_OBJECTS) -> tuple[str, ...]:
+    """Every answer a primary question of ``category`` can have (exact strings)."""
+    _check_category(category)
+    if category == "color":
+        return R.COLORS
+    if category == "shape":
+        return R.SHAPES
+    if category == "count":
+        return tuple(str(k) for k in range(1, max(1, min(S.MAX_COUNT, max_objects)) + 1))
+    if category == "position":
+        return S.POSITIONS
+    if category == "ocr":
+        return S.OCR_WORDS
+    return S.CHART_LETTERS + tuple(str(v) for v in range(1, S.CHART_MAX_VALUE + 1))
+
+
+def category_chance(category: str, max_objects: int = DEFAULT_MAX_OBJECTS) -> float:
+    """Exact-match accuracy of the best image-blind guesser that sees the question.
+
+    Primary answers are uniform over ``answer_set`` for every category except ``chart``, where the
+    question type (tallest bar -> letter, bar value -> number, 50/50) reveals which half of the answer set
+    applies; both halves are uniform over 5 values, so chance is 1/5 rather than 1/10.
+    """
+    if category == "chart":
+        return 1.0 / len(S.CHART_LETTERS)
+    return 1.0 / len(answer_set(category, max_objects))
+
+
+CATEGORY_ANSWERS: dict[str, tuple[str, ...]] = {c: answer_set(c) for c in CATEGORIES}
+CATEGORY_CHANCE: dict[str, float] = {c: category_chance(c) for c in CATEGORIES}
+
+
+@dataclass
+class SyntheticSample:
+    """One synthetic image with its caption and questions.
+
+    ``question``/``answer`` are the primary turn (answer uniform over the category's answer set);
+    ``turns`` holds all (category, question, answer) turns, primary first. ``meta`` is JSON-serialisable
+    ground truth for the scene (objects with centres/sizes, word, bar values, ...).
+    """
+
+    image: Image.Image
+    category: str
+    question: str
+    answer: str
+    caption: str
+    turns: list[tuple[str, str, str]] = field(default_factory=list)
+    split: str = "train"
+    index: int = 0
+    seed: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"synthetic-{self.split}-{self.seed}-{self.index}"
+
+
+def normalize_split(split: str) -> str:
+    s = _SPLIT_ALIASES.get(split, split)
+    if s not in SPLITS:
+        raise NavilError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    return s
+
+
+def sample_seed(split: str, index: int, seed: int = 0) -> int:
+    """The per-sample seed: an injective packing of (seed, split, index), so splits never share a seed."""
+    if not isinstance(index, int) or not 0 <= index < (1 << _INDEX_BITS):
+        raise NavilError(f"sample index must be an int in [0, 2**{_INDEX_BITS}), got {index!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise NavilError(f"seed must be a non-negative int, got {seed!r}")
+    code = SPLITS[normalize_split(split)]
+    return (seed << (_INDEX_BITS + _SPLIT_BITS)) | (code << _INDEX_BITS) | index
+
+
+def _category_table(categories: Sequence[str] | None,
+                    weights: Mapping[str, float] | Sequence[float] | None) -> tuple[tuple[str, ...], list[float]]:
+    cats = tuple(categories) if categories is not None else CATEGORIES
+    if not cats:
+        raise NavilError("categories must not be empty")
+    for c in cats:
+        _check_category(c)
+    if weights is None:
+        ws = [1.0] * len(cats)
+    elif isinstance(weights, Mapping):
+        unknown = set(weights) - set(cats)
+        if unknown:
+            raise NavilError(f"weights given for categories not in use: {sorted(unknown)}")
+        ws = [float(weights.get(c, 0.0)) for c in cats]
+    else:
+        ws = [float(x) for x in weights]
+        if len(ws) != len(cats):
+            raise NavilError(f"{len(ws)} weights for {len(cats)} categories")
+    if any(x < 0 for x in ws) or sum(ws) <= 0:
+        raise NavilError(f"category weights must be >= 0 with a positive sum, got {ws}")
+    total, acc, cum = sum(ws), 0.0, []
+    for x in ws:
+        acc += x / total
+        cum.append(acc)
+    return cats, cum
+
+
+def make_sample(split: str, index: int, category: str | None = None, seed: int = 0, *,
+                categories: Sequence[str] | None = None,
+                weights: Mapping[str, float] | Sequence[float] | None = None,
+                max_objects: int = DEFAULT_MAX_OBJECTS, questions_per_image: int = 1,
+                noise: float = 4.0) -> SyntheticSample:
+    """Generate sample ``index`` of ``split`` deterministically from ``seed``.
+
+    ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
+    ``weights``. The category draw is made either way, so a sample equals the corresponding sample of a
+    weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
+    and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
+    returned (fewer if the scene has no more distinct valid questions); extra turns prefer categories not
+    yet asked and are valid but not answer-balanced. ``noise`` is the max std of per-image pixel noise.
+    """
+    if max_objects < 1:
+        raise NavilError(f"max_objects must be >= 1, got {max_objects}")
+    if questions_per_image < 1:
+        raise NavilError(f"questions_per_image must be >= 1, got {questions_per_image}")
+    split = normalize_split(split)
+    sseed = sample_seed(split, index, seed)
+    rng = random.Random(sseed)
+    cats, cum = _category_table(categories, weights)
+    drawn = cats[min(len(cats) - 1, bisect.bisect_right(cum, rng.random()))]
+    if category is None:
+        category = drawn
+    _check_category(category)
+
+    if category == "ocr":
+        scene = S.text_scene(rng)
+    elif category == "chart":
+        scene = S.chart_scene(rng)
+    else:
+        scene = S.objects_scene(rng, category, max_objects)
+
+    turns = [scene.primary]
+    if questions_per_image > 1:
+        rest = [qa for qa in dict.fromkeys(scene.pool) if qa[1] != scene.primary[1]]
+        rng.shuffle(rest)
+        used = {scene.primary[0]}
+        for qa in rest:  # first pass: one question per unused category, second pass: anything
+            if len(turns) < questions_per_image and qa[0] not in used:
+                turns.append(qa)
+                used.add(qa[0])
+        for qa in rest:
+            if len(turns) < questions_per_image and qa not in turns:
+                turns.append(qa)
+
+    image = R.add_noise(scene.image, np.random.default_rng(sseed), noise)
+    cat, question, answer = scene.primary
+    return SyntheticSample(image=image, category=cat, question=question, answer=answer, caption=scene.caption,
+                           turns=turns, split=split, index=index, seed=seed, meta=scene.meta)
+
+
+def iter_samples(split: str, n: int, seed: int = 0, categories: Sequence[str] | None = None,
+                 weights: Mapping[str, float] | Sequence[float] | None = None, *, start: int = 0,
+                 balanced: bool = False, **kwargs) -> Iterator[SyntheticSample]:
+    """Yield samples ``start .. start+n-1`` of ``split``.
+
+    ``balanced=True`` cycles through ``categories`` (sample i gets categories[i % len]) instead of drawing
+    them, giving exactly equal category counts; ``weights`` is then ignored. Other keyword arguments go to
+    :func:`make_sample` (max_objects, questions_per_image, noise).
+    """
+    if n < 0:
+        raise NavilError(f"n must be >= 0, got {n}")
+    cats, _ = _category_table(categories, None if balanced else weights)
+    for i in range(start, start + n):
+        forced = cats[i % len(cats)] if balanced else None
+        yield make_sample(split, i, forced, seed, categories=cats, weights=None if balanced else weights,
+                          **kwargs)
