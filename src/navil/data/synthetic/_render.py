@@ -132,6 +132,13 @@ def text_image(text: str, size: int, fill: tuple[int, int, int], bg: tuple[int, 
     return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
 
 
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed bank of standard-normal noise (cropped at random offsets: much faster than fresh draws)."""
+    size = MAX_SIDE + 64
+    return np.random.default_rng(20240611).standard_normal((size, size, 3), dtype=np.float32)
+
+
 def add_noise(img: Image.Image, nrng: np.random.Generator, max_sigma: float) -> Image.Image:
     """Add Gaussian pixel noise with a per-image std drawn uniformly from [0, max_sigma]."""
     if max_sigma <= 0:
@@ -139,6 +146,9 @@ def add_noise(img: Image.Image, nrng: np.random.Generator, max_sigma: float) -> 
     sigma = float(nrng.uniform(0.0, max_sigma))
     if sigma < 0.5:
         return img
-    arr = np.asarray(img, dtype=np.float32)
-    arr = arr + nrng.standard_normal(arr.shape, dtype=np.float32) * sigma
+    bank = _noise_bank()
+    w, h = img.size
+    ox = int(nrng.integers(0, bank.shape[1] - w + 1))
+    oy = int(nrng.integers(0, bank.shape[0] - h + 1))
+    arr = np.asarray(img, dtype=np.float32) + bank[oy:oy + h, ox:ox + w] * sigma
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")

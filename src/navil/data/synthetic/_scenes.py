@@ -21,7 +21,7 @@ POSITIONS: tuple[str, ...] = ("left", "right", "above", "below")
 CHART_LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 CHART_MAX_VALUE = 5
 CHART_MIN_BARS = 3
-CHART_MIN_UNIT = 14  # px per value step (gridline spacing)
+CHART_MIN_UNIT = 16  # px per value step (gridline spacing)
 MAX_COUNT = 5  # count answers are "1".."MAX_COUNT" (capped by max_objects)
 MAX_DISTINCT = min(len(R.COLORS), len(R.SHAPES))  # objects with unique colour AND shape per scene
 
@@ -146,14 +146,10 @@ def _objects_pool(objs: list[Obj], max_count: int) -> list[QA]:
             pool.append(("color", f"What color is the {o.shape}?", o.color))
         if colors.count(o.color) == 1:
             pool.append(("shape", f"What shape is the {o.color} object?", o.shape))
+    # Per-colour / per-shape counts are left out on purpose: in most scenes they would almost always be
+    # "1", teaching a question prior that the balanced primary count questions then contradict.
     if 1 <= len(objs) <= max_count:
         pool.append(("count", "How many objects are there?", str(len(objs))))
-    for s in sorted(set(shapes)):
-        if shapes.count(s) <= max_count:
-            pool.append(("count", f"How many {R.SHAPE_PLURALS[s]} are there?", str(shapes.count(s))))
-    for c in sorted(set(colors)):
-        if colors.count(c) <= max_count:
-            pool.append(("count", f"How many {c} objects are there?", str(colors.count(c))))
     unique = [o for o in objs if sum(p.color == o.color and p.shape == o.shape for p in objs) == 1]
     for a in unique:
         for b in unique:

@@ -1,0 +1,6 @@
+"""`python -m navil ...` (also under torchrun)."""
+import sys
+
+from navil.cli import main
+
+sys.exit(main())
