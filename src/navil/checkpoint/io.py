@@ -87,7 +87,8 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist")
     config = NaViLConfig.from_pretrained(folder)
-    config.special_token_ids = load_tokenizer(folder).special_token_ids.navil_token_ids
+    specials = load_tokenizer(folder).special_token_ids
+    config.special_token_ids = specials.navil_token_ids
     config.validate()
     model = build_empty(config, dtype, device)
     sd = official_to_navil(read_tensors(folder, dtype, device), config.llm)
@@ -97,6 +98,7 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str
     if config.llm.tie_word_embeddings:
         model.language_model.lm_head.weight = model.language_model.embed.weight
     model.name_or_path = str(folder)
+    model.end_of_turn_token_id = specials.im_end
     return model.eval()
 
 

@@ -90,6 +90,8 @@ class NaViL(nn.Module):
         self.special_token_embedding = nn.Embedding(12, m.hidden_size)
         self.language_model = Decoder(m)
         self.name_or_path: str | None = None
+        # `<|im_end|>` of the checkpoint's tokenizer: where generation stops by default.
+        self.end_of_turn_token_id: int | None = None
 
     # ---- special tokens ---------------------------------------------------------------------------------
     def _special_ids(self) -> list[int]:
@@ -184,6 +186,19 @@ class NaViL(nn.Module):
             return varlen_attention(q, k, v, layout.cu_seqlens, causal=True, seqlens=layout.seqlens)
 
         return self.language_model(x, layout.positions, router, attend, seq_len=max(layout.seqlens))
+
+    # ---- inference -----------------------------------------------------------------------------------------
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Only the new token ids [B, n]; see `navil.model.generate.generate` for the arguments."""
+        from navil.model.generate import generate
+
+        return generate(self, input_ids, **kwargs)
+
+    def chat(self, tokenizer, images=None, question: str = "", history=None, **kwargs):
+        """Answer a question about images, as the official `chat`; see `navil.inference.chat`."""
+        from navil.inference import chat
+
+        return chat(self, tokenizer, images=images, question=question, history=history, **kwargs)
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:

@@ -138,7 +138,7 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
                 categories: Sequence[str] | None = None,
                 weights: Mapping[str, float] | Sequence[float] | None = None,
                 max_objects: int = DEFAULT_MAX_OBJECTS, questions_per_image: int = 1,
-                noise: float = 4.0) -> SyntheticSample:
+                noise: float = 0.0) -> SyntheticSample:
     """Generate sample ``index`` of ``split`` deterministically from ``seed``.
 
     ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
@@ -146,7 +146,9 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
     and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
     returned (fewer if the scene has no more distinct valid questions); extra turns prefer categories not
-    yet asked and are valid but not answer-balanced. ``noise`` is the max std of per-image pixel noise.
+    yet asked and roughly (not exactly) answer-balanced. ``noise`` > 0 adds Gaussian pixel noise with a
+    per-image std up to ``noise`` (off by default: it makes PNGs ~10x larger; backgrounds already vary by
+    gray level and a brightness gradient, object colours by a small jitter).
     """
     if max_objects < 1:
         raise NavilError(f"max_objects must be >= 1, got {max_objects}")
@@ -172,11 +174,13 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     if questions_per_image > 1:
         rest = [qa for qa in dict.fromkeys(scene.pool) if qa[1] != scene.primary[1]]
         rng.shuffle(rest)
-        used = {scene.primary[0]}
-        for qa in rest:  # first pass: one question per unused category, second pass: anything
-            if len(turns) < questions_per_image and qa[0] not in used:
-                turns.append(qa)
-                used.add(qa[0])
+        # First one question for each other category (categories in random order, so a category with many
+        # candidate questions is not favoured), then any remaining questions.
+        others = sorted({qa[0] for qa in rest} - {scene.primary[0]}, key=CATEGORIES.index)
+        rng.shuffle(others)
+        for cat in others:
+            if len(turns) < questions_per_image:
+                turns.append(next(qa for qa in rest if qa[0] == cat))
         for qa in rest:
             if len(turns) < questions_per_image and qa not in turns:
                 turns.append(qa)

@@ -33,6 +33,7 @@ MAX_AREA = 150 * 16 * 16
 MIN_OBJECT = 22  # smallest object size in pixels (bounding-box side)
 MAX_OBJECT = 44
 GAP = 4  # minimal free space between object bounding boxes
+GRADIENT = 14.0  # max background brightness ramp (+- levels)
 
 
 def canvas_size(rng: random.Random, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE) -> tuple[int, int]:
@@ -78,6 +79,25 @@ def gray_background(rng: random.Random) -> tuple[int, int, int]:
     return (g, g, g)
 
 
+def jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int = 12) -> tuple[int, int, int]:
+    """``rgb`` with each channel moved by up to +-amount (colours stay clearly distinct)."""
+    return tuple(min(255, max(0, c + rng.randint(-amount, amount))) for c in rgb)  # type: ignore[return-value]
+
+
+def canvas(w: int, h: int, base: tuple[int, int, int], rng: random.Random, gradient: float) -> Image.Image:
+    """A plain background with a linear brightness gradient of up to +-``gradient`` levels in a random
+    direction (varies the background while keeping PNGs small, unlike pixel noise)."""
+    amp = rng.uniform(0.0, gradient)
+    if amp < 1.0:
+        return Image.new("RGB", (w, h), base)
+    theta = rng.uniform(0.0, 2 * math.pi)
+    xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
+    ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
+    ramp = (math.cos(theta) * xs[None, :] + math.sin(theta) * ys[:, None]) * (amp / math.sqrt(2))
+    arr = np.asarray(base, dtype=np.float32)[None, None, :] + ramp[:, :, None]
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, size: float,
                fill: tuple[int, int, int]) -> None:
     """Draw a filled ``shape`` whose bounding box is ``size`` px wide, centred at (cx, cy)."""
@@ -115,21 +135,21 @@ def has_scalable_font() -> bool:
     return isinstance(font(20), ImageFont.FreeTypeFont)
 
 
-def text_image(text: str, size: int, fill: tuple[int, int, int], bg: tuple[int, int, int]) -> Image.Image:
-    """``text`` rendered tightly (ink bounding box) at about ``size`` px font size."""
+def text_mask(text: str, size: int) -> Image.Image:
+    """An "L" coverage mask of ``text`` cropped to its ink, at about ``size`` px font size."""
     if has_scalable_font():
         f = font(size)
         x0, y0, x1, y1 = f.getbbox(text)
-        im = Image.new("RGB", (x1 - x0, y1 - y0), bg)
-        ImageDraw.Draw(im).text((-x0, -y0), text, font=f, fill=fill)
-        return im
+        mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+        ImageDraw.Draw(mask).text((-x0, -y0), text, font=f, fill=255)
+        return mask
     # Fallback without FreeType: render the small bitmap font and upscale it (blocky but legible).
     f = ImageFont.load_default()
     x0, y0, x1, y1 = f.getbbox(text)
-    im = Image.new("RGB", (x1 - x0, y1 - y0), bg)
-    ImageDraw.Draw(im).text((-x0, -y0), text, font=f, fill=fill)
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).text((-x0, -y0), text, font=f, fill=255)
     scale = max(1, round(size * 0.72 / max(1, y1 - y0)))
-    return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    return mask.resize((mask.width * scale, mask.height * scale), Image.NEAREST)
 
 
 @lru_cache(maxsize=1)

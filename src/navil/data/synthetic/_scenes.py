@@ -163,11 +163,10 @@ def _position_question(a: Obj, b: Obj) -> str:
 
 
 def _render_objects(rng: random.Random, objs: list[Obj], w: int, h: int, max_count: int) -> tuple:
-    bg = R.gray_background(rng)
-    img = Image.new("RGB", (w, h), bg)
+    img = R.canvas(w, h, R.gray_background(rng), rng, R.GRADIENT)
     draw = ImageDraw.Draw(img)
     for o in objs:
-        R.draw_shape(draw, o.shape, o.x, o.y, o.size, R.PALETTE[o.color])
+        R.draw_shape(draw, o.shape, o.x, o.y, o.size, R.jitter(R.PALETTE[o.color], rng))
     ordered = sorted(objs, key=lambda o: (min(2, int(3 * o.y / h)), o.x))
     parts = [f"{_a(o.color)} {o.shape} {_location(o, w, h)}" for o in ordered]
     if len(parts) == 1:
@@ -233,15 +232,14 @@ def objects_scene(rng: random.Random, category: str, max_objects: int) -> Scene:
 def text_scene(rng: random.Random) -> Scene:
     word = rng.choice(OCR_WORDS)
     color = rng.choice(R.COLORS)
-    bg = R.gray_background(rng)
     size = rng.randint(30, 46)
-    glyphs = R.text_image(word, size, R.PALETTE[color], bg)
-    gw, gh = glyphs.size
+    mask = R.text_mask(word, size)
+    gw, gh = mask.size
     w, h = R.canvas_size(rng, min_w=gw + 12, min_h=gh + 12)
-    img = Image.new("RGB", (w, h), bg)
+    img = R.canvas(w, h, R.gray_background(rng), rng, R.GRADIENT)
     x = rng.randint(4, max(4, w - gw - 4))
     y = rng.randint(4, max(4, h - gh - 4))
-    img.paste(glyphs, (x, y))
+    img.paste(R.jitter(R.PALETTE[color], rng), (x, y, x + gw, y + gh), mask)
     caption = f"the word {word} in {color} on gray."
     pool = [("ocr", "What word is written in the image?", word), ("color", "What color is the word?", color)]
     meta = {"scene": "text", "word": word, "color": color, "font_size": size, "background": "gray",
@@ -281,18 +279,17 @@ def chart_scene(rng: random.Random) -> Scene:
     for v in range(1, CHART_MAX_VALUE + 1):  # light gridline at every integer value
         draw.line([(margin_l, base - v * unit), (w - margin_r, base - v * unit)], fill=(165, 165, 165), width=1)
     f = R.font(label_px)
+    bar_rgb = R.jitter(R.PALETTE[color], rng)
     for i, (letter, v) in enumerate(zip(letters, values)):
         cx = margin_l + slot * (i + 0.5)
-        draw.rectangle([cx - bar_w / 2, base - v * unit, cx + bar_w / 2, base], fill=R.PALETTE[color])
+        draw.rectangle([cx - bar_w / 2, base - v * unit, cx + bar_w / 2, base], fill=bar_rgb)
         x0, _, x1, _ = draw.textbbox((0, 0), letter, font=f)
         draw.text((cx - (x0 + x1) / 2, base + 3), letter, font=f, fill=(0, 0, 0))
     draw.line([(margin_l, margin_t - 2), (margin_l, base)], fill=(0, 0, 0), width=2)
     draw.line([(margin_l, base), (w - margin_r, base)], fill=(0, 0, 0), width=2)
     caption = f"{_a(color)} bar chart: " + ", ".join(f"{a} {v}" for a, v in zip(letters, values)) + "."
-    pool: list[QA] = []
-    if values.count(max(values)) == 1:
-        pool.append(("chart", "Which bar is the tallest?", letters[values.index(max(values))]))
-    pool += [("chart", f"What is the value of bar {a}?", str(v)) for a, v in zip(letters, values)]
+    # No secondary "tallest" turns: letters A..C exist in every chart, so they would skew that prior.
+    pool: list[QA] = [("chart", f"What is the value of bar {a}?", str(v)) for a, v in zip(letters, values)]
     if qtype == "tallest":
         primary = ("chart", "Which bar is the tallest?", letters[win])
     else:

@@ -97,15 +97,23 @@ def mmvet_judge(judge: Judge, question: str, answer: str, prediction: str) -> tu
     return 0.0, "; ".join(log + ["all retries failed"])
 
 
-def mmvet_rating(records: Sequence[Mapping]) -> dict:
+def mmvet_rating(records: Sequence[Mapping], *, shared_counters: bool = True) -> dict:
     """``MMVet_acc`` from records ``{"category", "grade"}`` (percent).
 
     Each capability (rec, ocr, know, gen, spat, math) averages the grades of the
     questions whose ``category`` string contains it; ``combinations`` averages
     per exact category string (commas shown as ``_``).
+
+    Quirk kept by default (``shared_counters=True``): VLMEvalKit keeps
+    capabilities and combinations in the *same* counters, so a question whose
+    category is a single capability (``"rec"``) is counted twice in that
+    capability.  ``shared_counters=False`` gives the MM-Vet authors' per-capability
+    means (each question once).  ``overall`` is unaffected.
     """
-    tot, score = defaultdict(int), defaultdict(float)
+    cap_tot, cap_score = defaultdict(int), defaultdict(float)
+    combo_tot, combo_score = (cap_tot, cap_score) if shared_counters else (defaultdict(int), defaultdict(float))
     combos = []
+    total, total_grade = 0, 0.0
     for rec in records:
         cate = str(rec["category"])
         combo = cate.replace(",", "_")
@@ -113,18 +121,19 @@ def mmvet_rating(records: Sequence[Mapping]) -> dict:
             combos.append(combo)
         for cap in MMVET_CAPABILITIES:
             if cap in cate:
-                tot[cap] += 1
-                score[cap] += rec["grade"]
-        tot["Overall"] += 1
-        tot[combo] += 1
-        score["Overall"] += rec["grade"]
-        score[combo] += rec["grade"]
+                cap_tot[cap] += 1
+                cap_score[cap] += rec["grade"]
+        combo_tot[combo] += 1
+        combo_score[combo] += rec["grade"]
+        total += 1
+        total_grade += rec["grade"]
 
-    def pct(k):
+    def pct(score, tot, k):
         return 100.0 * score[k] / tot[k] if tot[k] else None
 
-    return {"overall": pct("Overall"), "capabilities": {c: pct(c) for c in MMVET_CAPABILITIES if tot[c]},
-            "combinations": {c: pct(c) for c in combos}}
+    return {"overall": 100.0 * total_grade / total if total else None,
+            "capabilities": {c: pct(cap_score, cap_tot, c) for c in MMVET_CAPABILITIES if cap_tot[c]},
+            "combinations": {c: pct(combo_score, combo_tot, c) for c in combos}}
 
 
 # ----------------------------------------------------------------------------- MathVista
