@@ -141,7 +141,9 @@ def save_pretrained(model: NaViL, out_dir: str | Path, max_shard_bytes: int = 5 
         (out / "model.safetensors").unlink(missing_ok=True)
     _atomic_write_text(out / "config.json", json.dumps(model.config.to_official_dict(), indent=2))
     src = Path(model.name_or_path) if model.name_or_path else None
-    if src is not None and src.resolve() != out.resolve():
+    if model.tokenizer is not None:
+        model.tokenizer.save(out)
+    elif src is not None and src.resolve() != out.resolve():
         for name in TOKENIZER_FILES:
             if (src / name).is_file():
                 shutil.copyfile(src / name, out / name)

@@ -12,6 +12,9 @@ config.json + safetensors, single or sharded) into the navil decoder, then:
 * `special_token_embedding` rows start from the word embedding of the token when the LLM already knew it,
   else from the mean word embedding.
 
+For the InternLM2 family the copied `o_visual` composes with `o` on visual tokens (`wo_ve(wo(x))`, the
+official quirk B2, see navil.model.quirks); text tokens are unaffected.
+
 `init_from_llm(None, vision, llm_config=..., tokenizer=...)` builds the same model from scratch.
 The returned model carries its (augmented) tokenizer as `model.tokenizer`; `model.save_pretrained(dir)`
 writes it next to the weights, so `navil.load_model(dir)` reads the folder back.
@@ -20,12 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from navil.checkpoint.io import build_empty, load_state_checked, read_tensors
 from navil.checkpoint.official import llm_to_navil
@@ -93,8 +95,10 @@ def _rope(raw: dict) -> tuple[float, dict | None]:
 
 
 def llm_config_from_hf(raw: dict[str, Any]) -> LLMConfig:
-    """An HF LLM `config.json` dict (llama / qwen2 / qwen3 / internlm2) -> `LLMConfig` (no visual experts
-    switched off: `attention_experts`/`ffn_experts` keep their defaults). Raises ConfigError naming any
+    """An HF LLM `config.json` dict (llama / qwen2 / qwen3 / internlm2) -> `LLMConfig`.
+
+    Reads both the transformers-4 (`rope_theta`, `rope_scaling`) and transformers-5 (`rope_parameters`)
+    spellings. `attention_experts`/`ffn_experts` keep their defaults (on). Raises ConfigError naming any
     unsupported model type or field value."""
     family = raw.get("model_type")
     if family not in SUPPORTED_MODEL_TYPES:
@@ -172,6 +176,25 @@ def read_llm_config(llm_path: str | Path) -> LLMConfig:
 
 
 # ---- weight init -------------------------------------------------------------------------------------------
+class _TruncNormal:
+    """In-place trunc-normal(0, INIT_STD) cut at 2 std, from one seeded generator per device; drawn in fp32
+    so that every parameter dtype sees the same numbers."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.gens: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, t: torch.Tensor) -> None:
+        gen = self.gens.get(t.device)
+        if gen is None:
+            gen = self.gens[t.device] = torch.Generator(device=t.device)
+            gen.manual_seed(self.seed)
+        target = t if t.dtype == torch.float32 else torch.empty(t.shape, dtype=torch.float32, device=t.device)
+        nn.init.trunc_normal_(target, 0.0, INIT_STD, -2 * INIT_STD, 2 * INIT_STD, generator=gen)
+        if target is not t:
+            t.copy_(target)
+
+
 @torch.no_grad()
 def init_weights(model: NaViL, seed: int = 0, *, llm: bool = True) -> NaViL:
     """Seeded random init in place: linear/conv weights and embeddings ~ trunc-normal(0, 0.02) cut at 2 std,
@@ -179,22 +202,9 @@ def init_weights(model: NaViL, seed: int = 0, *, llm: bool = True) -> NaViL:
 
     Covers the vision encoder, the connector and `special_token_embedding`, and the decoder when `llm`
     (from-scratch models). The same seed gives the same vision/connector weights whatever the LLM is.
-    Visual experts get their own random draw; see `copy_text_to_visual_experts` for the paper's init.
+    Visual experts get their own random draw; `copy_text_to_visual_experts` gives the paper's init.
     """
-    gens: dict[torch.device, torch.Generator] = {}
-
-    def normal_(t: torch.Tensor) -> None:
-        gen = gens.get(t.device)
-        if gen is None:
-            gen = gens[t.device] = torch.Generator(device=t.device)
-            gen.manual_seed(seed)
-        if t.dtype in (torch.float32, torch.float64):
-            nn.init.trunc_normal_(t, 0.0, INIT_STD, -2 * INIT_STD, 2 * INIT_STD, generator=gen)
-        else:  # draw in fp32 so every dtype sees the same numbers
-            tmp = torch.empty(t.shape, dtype=torch.float32, device=t.device)
-            nn.init.trunc_normal_(tmp, 0.0, INIT_STD, -2 * INIT_STD, 2 * INIT_STD, generator=gen)
-            t.copy_(tmp)
-
+    normal_ = _TruncNormal(seed)
     parts: list[nn.Module] = [model.vision_model, model.mlp1, model.special_token_embedding]
     if llm:
         parts.append(model.language_model)
@@ -296,32 +306,22 @@ def _navil_config(vision: VisionConfig, llm: LLMConfig, overrides: dict[str, Any
     return NaViLConfig(vision=vision, llm=llm, **kwargs)
 
 
-def _save_pretrained_with_tokenizer(self: NaViL, out_dir: str | Path, **kwargs: Any) -> None:
-    """`NaViL.save_pretrained`, then the model's own (augmented) tokenizer into the same folder."""
-    NaViL.save_pretrained(self, out_dir, **kwargs)
-    tok = getattr(self, "tokenizer", None)
-    if tok is not None:
-        tok.save(out_dir)
-
-
 def save_with_tokenizer(model: NaViL, tokenizer: NavilTokenizer | None, out_dir: str | Path,
                         **kwargs: Any) -> Path:
     """Write weights + config.json (official layout) and `tokenizer` into `out_dir`; `navil.load_model`
     reads the folder back."""
-    NaViL.save_pretrained(model, out_dir, **kwargs)
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
+    if model.tokenizer is None:
         raise ConfigError("save_with_tokenizer: no tokenizer given and the model carries none")
-    tok.save(out_dir)
+    model.save_pretrained(out_dir, **kwargs)
     return Path(out_dir)
 
 
 def _attach_tokenizer(model: NaViL, tok: NavilTokenizer) -> None:
-    # A plain attribute (not a module); save_pretrained is bound per instance so that it writes this
-    # tokenizer instead of copying the source folder's (which lacks the NaViL tokens).
+    # save_pretrained writes this tokenizer instead of copying the source folder's (which lacks the NaViL tokens).
     model.tokenizer = tok
     model.name_or_path = None
-    model.save_pretrained = types.MethodType(_save_pretrained_with_tokenizer, model)
 
 
 def init_from_llm(llm_path: str | Path | None, vision: str | VisionConfig = "tiny", *,
@@ -383,8 +383,8 @@ def init_from_llm(llm_path: str | Path | None, vision: str | VisionConfig = "tin
     model = build_empty(config, dtype, device)
     init_weights(model, seed, llm=llm_path is None)
     if llm_path is not None:
-        _load_llm(model, Path(llm_path), src_vocab, tok_vocab_before, before, dtype, device)
-    if copy_visual_experts:
+        _load_llm(model, Path(llm_path), src_vocab, tok_vocab_before, before, copy_visual_experts, seed)
+    elif copy_visual_experts:
         copy_text_to_visual_experts(model)
     _attach_tokenizer(model, tok)
     return model.eval()
@@ -392,10 +392,13 @@ def init_from_llm(llm_path: str | Path | None, vision: str | VisionConfig = "tin
 
 @torch.no_grad()
 def _load_llm(model: NaViL, folder: Path, src_vocab: int, tok_vocab_before: int,
-              before: dict[str, int | None], dtype: torch.dtype, device: str | torch.device) -> None:
-    """Read the LLM's tensors into `model.language_model` (growing the vocabulary) and init the
-    special-token table from its word embeddings."""
+              before: dict[str, int | None], copy_experts: bool, seed: int) -> None:
+    """Read the LLM's tensors into `model.language_model` (growing the vocabulary), fill the visual experts
+    the checkpoint lacks (copies of the text twins, or random) and init the special-token table from the
+    word embeddings."""
     cfg = model.config.llm
+    param = model.mlp1[1].weight
+    dtype, device = param.dtype, param.device
     src_cfg = dataclasses.replace(cfg, vocab_size=src_vocab)
     raw = read_tensors(folder, dtype, device)
     sd = llm_to_navil(raw, src_cfg, prefix="")
@@ -424,12 +427,23 @@ def _load_llm(model: NaViL, folder: Path, src_vocab: int, tok_vocab_before: int,
     if missing:
         raise CheckpointError(f"{folder}: the {cfg.family} checkpoint lacks tensors for {missing[:8]}"
                               f"{' ...' if len(missing) > 8 else ''}")
-    # Visual twins the checkpoint does not carry: clones of the text ones (copy_visual_experts may redo it).
+    # Visual experts the checkpoint does not carry (a plain LLM has none): clones of their text twins, or a
+    # random init; twins present in the checkpoint (an official *-VE LLM) are kept as they are.
     expected = model.state_dict()
+    normal_ = _TruncNormal(seed + 1)
     for key in expected:
         twin = _text_twin(key)
-        if twin is not None and key not in sd:
+        if twin is None or key in sd:
+            continue
+        if copy_experts:
             sd[key] = sd[twin].clone()
+        elif key.endswith(".bias"):
+            sd[key] = torch.zeros_like(sd[twin])
+        elif "norm_visual" in key:
+            sd[key] = torch.ones_like(sd[twin])
+        else:
+            sd[key] = torch.empty_like(sd[twin])
+            normal_(sd[key])
 
     emb = sd[emb_key]
     mean = emb[:n_mean].float().mean(0)
@@ -439,7 +453,7 @@ def _load_llm(model: NaViL, folder: Path, src_vocab: int, tok_vocab_before: int,
         rows.append(emb[old].float() if old is not None and old < src_vocab else mean)
     sd["special_token_embedding.weight"] = torch.stack(rows).to(dtype)
 
-    full = {k: v for k, v in expected.items()}
+    full = dict(expected)
     full.update(sd)
     load_state_checked(model, {k: v.to(device, dtype) if v.is_floating_point() else v for k, v in full.items()},
                        str(folder))

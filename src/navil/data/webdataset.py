@@ -111,7 +111,7 @@ class WebDatasetIndex:
         return f.read(size)
 
     def read(self, i: int) -> dict[str, Any]:
-        """Sample ``i``: raises SampleError-compatible ValueError subclasses through the caller's handling."""
+        """Sample ``i``; raises :class:`navil.data.conversations.SampleError` for unusable members."""
         from navil.data.conversations import BAD_CONVERSATION, MALFORMED_JSON, MISSING_IMAGE, SampleError
 
         item = self.items[i]
@@ -139,7 +139,7 @@ class WebDatasetIndex:
             out["caption"] = next(meta[f] for f in CAPTION_FIELDS if isinstance(meta.get(f), str)).strip()
         else:
             raise SampleError(BAD_CONVERSATION, f"{self.shards[item.shard]}:{item.key} has no caption")
-        if image is None:
+        if image is None and "caption" in out:
             raise SampleError(MISSING_IMAGE, f"{self.shards[item.shard]}:{item.key} has no image member")
         return out
 

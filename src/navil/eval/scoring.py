@@ -20,9 +20,10 @@ Conventions of the returned dict:
 """
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
 
 from .metrics import judge as _judge
 from .metrics import mcq as _mcq
@@ -32,14 +33,14 @@ from .metrics import yorn as _yorn
 from .tsv import read_tsv, row_options
 
 __all__ = [
-    "BenchmarkSpec",
     "BENCHMARKS",
     "PROMPT_STYLES",
-    "register_benchmark",
-    "get_benchmark",
-    "score",
-    "navil_average",
+    "BenchmarkSpec",
     "build_prompt",
+    "get_benchmark",
+    "navil_average",
+    "register_benchmark",
+    "score",
 ]
 
 _MAX_LISTED = 50
@@ -147,6 +148,7 @@ _builtin("MathVista_MINI", "judge", "mathvista", "plain",
 
 _CN = re.compile("[\u4e00-\u9fff]")
 _SHORT = "Answer the question using a single word or phrase."
+_MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 
 def build_prompt(spec, row: Mapping, style: str | None = None) -> str:
@@ -167,7 +169,8 @@ def build_prompt(spec, row: Mapping, style: str | None = None) -> str:
                        (TextVQA, DocVQA, InfoVQA, ChartQA, OCRBench)
     ``plain``          the question only (POPE, MMVet, MathVista)
     ``yorn_mme``       ``question Answer the question using a single word or phrase.``
-    ``yorn_hallusion`` ``question Please answer yes or no. Answer the question using a single word or phrase.``
+    ``yorn_hallusion`` ``question Please answer yes or no. Answer the question using a single word
+                       or phrase.``
     """
     if isinstance(spec, str):
         spec = get_benchmark(spec)
@@ -181,7 +184,7 @@ def build_prompt(spec, row: Mapping, style: str | None = None) -> str:
             text += f"\n{letter}. {option}"
         cn = _CN.search(text) is not None
         if options:
-            return text + ("\n请直接回答选项字母。" if cn else "\nAnswer with the option's letter from the given choices directly.")
+            return text + ("\n请直接回答选项字母。" if cn else f"\n{_MCQ_INSTRUCTION}")
         return text + ("\n请直接回答问题。" if cn else "\nAnswer the question directly.")
     if style == "mcq_vlmevalkit":
         text = "" if hint is None else f"Hint: {hint}\n"
@@ -207,12 +210,18 @@ def build_prompt(spec, row: Mapping, style: str | None = None) -> str:
 
 
 def _lookup(predictions: Mapping, index):
+    """Prediction for ``index`` (tries the int and str forms); None/NaN count as missing."""
+    value = None
     for key in (index, str(index)):
         if key in predictions:
-            return predictions[key]
-    if isinstance(index, str) and re.fullmatch(r"[+-]?\d+", index) and int(index) in predictions:
-        return predictions[int(index)]
-    return None
+            value = predictions[key]
+            break
+    else:
+        if isinstance(index, str) and re.fullmatch(r"[+-]?\d+", index) and int(index) in predictions:
+            value = predictions[int(index)]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def _pct(values) -> float | None:
@@ -227,9 +236,14 @@ def score(name: str, data_tsv_path, predictions: Mapping, *, judge: _judge.Judge
     Keyword options (defaults reproduce VLMEvalKit): ``vqa_mode`` ("vlmevalkit" |
     "official" | "textvqa_mmf"), ``anls_mode`` ("vlmevalkit" | "original"),
     ``anls_threshold`` (0.5), ``relaxed_tolerance`` (0.05), ``length_guard`` (True;
-    MCQ option-text matching), ``circular`` (True for MMBench/CCBench; False
+    MCQ option-text matching), ``a_quantifier_guard`` (False; VLMEvalKit's
+    VERBOSE-only rule), ``circular`` (True for MMBench/CCBench; False
     scores every row independently), ``yorn_extraction`` ("vlmevalkit" |
-    "mme_official").  ``judge`` is used by MMVet / MathVista only.
+    "mme_official" | "pope_official"), ``mmvet_shared_counters`` (True).  ``check_images`` is passed to
+    :func:`navil.eval.tsv.read_tsv`.  ``judge`` (``judge(prompt) -> str``) is used by
+    MMVet / MathVista (without it they are reported as not scored) and, for MCQ
+    benchmarks, as VLMEvalKit's optional choice matcher for predictions the rules
+    cannot map (default: no judge = VLMEvalKit's ``exact_matching`` policy).
     """
     spec = get_benchmark(name)
     opts = {**dict(spec.options), **options}
@@ -257,13 +271,13 @@ def score(name: str, data_tsv_path, predictions: Mapping, *, judge: _judge.Judge
     elif spec.kind == "vqa":
         result.update(_score_vqa(spec, data.rows, texts, opts))
     elif spec.kind == "mcq":
-        result.update(_score_mcq(spec, data.rows, texts, opts))
+        result.update(_score_mcq(spec, data.rows, texts, opts, judge))
     elif spec.kind == "yorn":
         result.update(_score_yorn(spec, data.rows, texts, opts, result["warnings"]))
     elif spec.kind == "ocrbench":
         result.update(_score_ocrbench(data.rows, texts))
     elif spec.kind == "judge":
-        result.update(_score_judge(spec, data.rows, preds, judge))
+        result.update(_score_judge(spec, data.rows, preds, judge, opts))
     else:
         raise ValueError(f"benchmark {name!r} has unknown kind {spec.kind!r}")
     return result
@@ -297,21 +311,41 @@ def _score_vqa(spec, rows, texts, opts) -> dict:
     return out
 
 
-def _score_mcq(spec, rows, texts, opts) -> dict:
+def _score_mcq(spec, rows, texts, opts, judge=None) -> dict:
     length_guard = opts.get("length_guard", True)
+    a_guard = opts.get("a_quantifier_guard", False)
     circular = opts.get("circular", spec.metric == "mcq_circular")
-    records, row_hits = [], []
+    picks, gts, choice_sets = {}, {}, {}
     for row in rows:
         choices, gt = row_options(row), row["answer"]
         if opts.get("mmmu"):
             choices, gt = _mcq.mmmu_preprocess(choices, gt)
+        text = texts[row["index"]]
         # Circular pre-fetch (prefetch_answer) does not strip; the vanilla path does.
-        picked = _mcq.extract_choice(texts[row["index"]], choices, strip=not circular, length_guard=length_guard)
-        hit = picked == gt
-        row_hits.append((row["index"], hit))
-        records.append({"index": row["index"], "hit": hit, "extracted": picked, "split": row.get("split"),
+        if not circular:
+            text = text.strip()
+        picks[row["index"]] = _mcq.can_infer(text, choices, length_guard=length_guard,
+                                             a_quantifier_guard=a_guard)
+        gts[row["index"]], choice_sets[row["index"]] = gt, choices
+    judged = 0
+    if judge is not None:
+        # Groups already lost on a rule-matched rotation need no judge call (as eval_circular_group).
+        lost = {_mcq.circular_group_index(i) for i, p in picks.items() if p and p != gts[i]} if circular else set()
+        for row in rows:
+            i = row["index"]
+            if picks[i] or (circular and _mcq.circular_group_index(i) in lost) or not texts[i].strip():
+                continue
+            picks[i] = _judge.mcq_judge_extract(judge, row.get("question") or "", choice_sets[i], texts[i].strip())
+            judged += 1
+    records, row_hits = [], []
+    for row in rows:
+        i = row["index"]
+        picked = picks[i] or "Z"
+        hit = picked == gts[i]
+        row_hits.append((i, hit))
+        records.append({"index": i, "hit": hit, "extracted": picked, "split": row.get("split"),
                         "category": row.get("category"), "l2-category": row.get("l2-category")})
-    extra = {}
+    extra = {"n_judged": judged} if judge is not None else {}
     if circular:
         non_int = [i for i, _ in row_hits if not isinstance(i, int)]
         if non_int:
@@ -337,7 +371,8 @@ def _score_mcq(spec, rows, texts, opts) -> dict:
 
 def _score_yorn(spec, rows, texts, opts, warnings) -> dict:
     how = opts.get("yorn_extraction", "vlmevalkit")
-    extract = {"vlmevalkit": _yorn.yorn_extraction, "mme_official": _yorn.mme_official_extraction}[how]
+    extract = {"vlmevalkit": _yorn.yorn_extraction, "mme_official": _yorn.mme_official_extraction,
+               "pope_official": _yorn.pope_official_extraction}[how]
     bad = sorted({str(r["answer"]) for r in rows} - {"Yes", "No"})
     if bad:
         warnings.append(f"ground truths other than 'Yes'/'No' never match (exact comparison): {bad[:5]}")
@@ -374,9 +409,11 @@ def _score_yorn(spec, rows, texts, opts, warnings) -> dict:
 
 
 def _score_ocrbench(rows, texts) -> dict:
-    recs = [{"category": r.get("category"),
-             "correct": _ocr.ocrbench_hit(texts[r["index"]], _vqa.parse_answer_list(r["answer"]), r.get("category"))}
-            for r in rows]
+    recs = []
+    for r in rows:
+        refs = _vqa.parse_answer_list(r["answer"])
+        recs.append({"category": r.get("category"),
+                     "correct": _ocr.ocrbench_hit(texts[r["index"]], refs, r.get("category"))})
     rating = _ocr.ocrbench_rating(recs)
     n = len(recs)
     return {"score": rating["final_score"] / n * 1000.0 if n else None, "n": n,
@@ -385,7 +422,7 @@ def _score_ocrbench(rows, texts) -> dict:
             "groups": rating["groups"]}
 
 
-def _score_judge(spec, rows, preds, judge) -> dict:
+def _score_judge(spec, rows, preds, judge, opts) -> dict:
     if judge is None:
         return {"score": None, "status": _judge.NOT_SCORED, "n": len(rows)}
     if spec.metric == "mmvet":
@@ -395,7 +432,7 @@ def _score_judge(spec, rows, preds, judge) -> dict:
             grade = 0.0 if pred is None else _judge.mmvet_judge(judge, row.get("question", ""), row["answer"],
                                                                  str(pred))[0]
             recs.append({"category": row.get("category", ""), "grade": grade})
-        rating = _judge.mmvet_rating(recs)
+        rating = _judge.mmvet_rating(recs, shared_counters=opts.get("mmvet_shared_counters", True))
         return {"score": rating["overall"], "n": len(recs), "categories": rating["capabilities"],
                 "combinations": rating["combinations"], "grades": {r["index"]: g["grade"]
                                                                     for r, g in zip(rows, recs)}}

@@ -36,19 +36,19 @@ import io
 import re
 import string
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 __all__ = [
     "PANDAS_NA_VALUES",
     "MalformedRow",
     "TsvData",
-    "read_tsv",
-    "row_options",
-    "row_images",
     "decode_image",
     "is_option_column",
+    "read_tsv",
+    "row_images",
+    "row_options",
 ]
 
 PANDAS_NA_VALUES = frozenset({

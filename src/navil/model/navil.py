@@ -92,6 +92,8 @@ class NaViL(nn.Module):
         self.name_or_path: str | None = None
         # `<|im_end|>` of the checkpoint's tokenizer: where generation stops by default.
         self.end_of_turn_token_id: int | None = None
+        # A tokenizer the model owns (set by LLM initialisation); save_pretrained writes it when present.
+        self.tokenizer = None
 
     # ---- special tokens ---------------------------------------------------------------------------------
     def _special_ids(self) -> list[int]:

@@ -25,6 +25,10 @@ objects per scene and the count answers ("1".."min(5, max_objects)"); ``category
 gives the chance for other settings. In colour/shape/position scenes every object has a unique colour and
 a unique shape; count scenes may repeat them (plus distractors).
 
+Multi-turn: ``questions_per_image=k`` adds up to k-1 further questions about the same image (one per
+other applicable category first; valid and roughly, not exactly, answer-balanced). Evaluation should use the
+primary turn only (as ``export_tsv`` does).
+
 Captions describe the whole scene densely, in reading order:
 ``"3 objects: a red circle at the top left, a blue square in the center and a green star at the bottom
 right."``, ``"the word CAT in green on gray."``, ``"a blue bar chart: A 3, B 5, C 1."``
@@ -90,9 +94,30 @@ from ._render import COLORS, SHAPES
 from ._scenes import OCR_WORDS, POSITIONS
 
 __all__ = [
-    "CATEGORIES", "CATEGORY_ANSWERS", "CATEGORY_CHANCE", "CURRICULUM", "DEFAULT_MAX_OBJECTS", "SPLITS",
-    "SyntheticSample", "answer_set", "category_chance", "iter_samples", "make_sample", "normalize_split",
-    "sample_seed", "CAPTION_PROMPT", "IMAGE_TOKEN", "SHORT_ANSWER_PROMPT", "TSV_COLUMNS", "export_jsonl",
-    "export_tsv", "format_question", "read_tsv", "sample_conversation", "COLORS", "SHAPES", "OCR_WORDS",
+    "CAPTION_PROMPT",
+    "CATEGORIES",
+    "CATEGORY_ANSWERS",
+    "CATEGORY_CHANCE",
+    "COLORS",
+    "CURRICULUM",
+    "DEFAULT_MAX_OBJECTS",
+    "IMAGE_TOKEN",
+    "OCR_WORDS",
     "POSITIONS",
+    "SHAPES",
+    "SHORT_ANSWER_PROMPT",
+    "SPLITS",
+    "TSV_COLUMNS",
+    "SyntheticSample",
+    "answer_set",
+    "category_chance",
+    "export_jsonl",
+    "export_tsv",
+    "format_question",
+    "iter_samples",
+    "make_sample",
+    "normalize_split",
+    "read_tsv",
+    "sample_conversation",
+    "sample_seed",
 ]

@@ -40,8 +40,8 @@ def canvas_size(rng: random.Random, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE
     """A random (width, height): area log-uniform-ish in [64^2, MAX_AREA], aspect in [1/2.5, 2.5]."""
     area = rng.uniform(MIN_SIDE * MIN_SIDE, MAX_AREA)
     ratio = math.exp(rng.uniform(-math.log(2.5), math.log(2.5)))
-    w = int(round(math.sqrt(area * ratio)))
-    h = int(round(math.sqrt(area / ratio)))
+    w = round(math.sqrt(area * ratio))
+    h = round(math.sqrt(area / ratio))
     w = min(MAX_SIDE, max(MIN_SIDE, min_w, w))
     h = min(MAX_SIDE, max(MIN_SIDE, min_h, h))
     return fit_area(w, h)
@@ -61,8 +61,8 @@ def fit_area(w: int, h: int) -> tuple[int, int]:
 
 def grow(w: int, h: int, factor: float = 1.15) -> tuple[int, int] | None:
     """A larger canvas within the limits, or None when the canvas cannot grow any more."""
-    nw = min(MAX_SIDE, int(math.ceil(w * factor)))
-    nh = min(MAX_SIDE, int(math.ceil(h * factor)))
+    nw = min(MAX_SIDE, math.ceil(w * factor))
+    nh = min(MAX_SIDE, math.ceil(h * factor))
     # Prefer growing the smaller side when the area cap is reached.
     if nw * nh > MAX_AREA:
         if w <= h:

@@ -13,22 +13,25 @@ callable has no temperature, so we simply call it again (up to 5 times).
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .mcq import can_infer
 
 __all__ = [
-    "Judge",
-    "NOT_SCORED",
     "MMVET_CAPABILITIES",
+    "NOT_SCORED",
+    "Judge",
+    "build_mathvista_prompt",
+    "build_mcq_match_prompt",
     "build_mmvet_prompt",
+    "mathvista_judge",
+    "mathvista_post_check",
+    "mathvista_rating",
+    "mcq_judge_extract",
     "mmvet_judge",
     "mmvet_rating",
-    "build_mathvista_prompt",
-    "mathvista_post_check",
-    "mathvista_judge",
-    "mathvista_rating",
 ]
 
 Judge = Callable[[str], str]
@@ -111,7 +114,10 @@ def mmvet_rating(records: Sequence[Mapping], *, shared_counters: bool = True) ->
     means (each question once).  ``overall`` is unaffected.
     """
     cap_tot, cap_score = defaultdict(int), defaultdict(float)
-    combo_tot, combo_score = (cap_tot, cap_score) if shared_counters else (defaultdict(int), defaultdict(float))
+    if shared_counters:
+        combo_tot, combo_score = cap_tot, cap_score
+    else:
+        combo_tot, combo_score = defaultdict(int), defaultdict(float)
     combos = []
     total, total_grade = 0, 0.0
     for rec in records:
@@ -134,6 +140,64 @@ def mmvet_rating(records: Sequence[Mapping], *, shared_counters: bool = True) ->
     return {"overall": 100.0 * total_grade / total if total else None,
             "capabilities": {c: pct(cap_score, cap_tot, c) for c in MMVET_CAPABILITIES if cap_tot[c]},
             "combinations": {c: pct(combo_score, combo_tot, c) for c in combos}}
+
+
+# ----------------------------------------------------------------------------- MCQ answer matching
+
+_MCQ_MATCH_EN = (
+    "You are an AI assistant who will help me to match "
+    "an answer with several options of a single-choice question. "
+    "You are provided with a question, several options, and an answer, "
+    "and you need to find which option is most similar to the answer. "
+    "If the meaning of all options are significantly different from the answer, output Z. "
+    "Your should output a single uppercase character in A, B, C, D (if they are valid options), and Z. \n"
+    "Example 1: \n"
+    "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+    "Answer: a cute teddy bear\nYour output: A\n"
+    "Example 2: \n"
+    "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+    "Answer: Spider\nYour output: Z\n"
+    "Example 3: \n"
+    "Question: {}?\nOptions: {}\nAnswer: {}\nYour output: "
+)
+_MCQ_MATCH_CN = (
+    "你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。"
+    "你会被提供：一个问题，多个选项，一个答案。你的任务是找到与答案意义最相近的选项。"
+    "如果所有选项的意义都与答案显著不同，则输出 Z。"
+    "你应该输出一个单个的大写字母，例如 A, B, C, D（如果它们是有效选项），或 Z。"
+    "例 1:"
+    "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 一只可爱的泰迪熊\n输出: A\n"
+    "例 2: \n"
+    "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 蜘蛛\n输出: Z\n"
+    "例 3: \n"
+    "问题: {}?\n选项: {}\n答案: {}\n输出: "
+)
+
+
+def build_mcq_match_prompt(question: str, options: Mapping[str, object], prediction: str) -> str:
+    """VLMEvalKit's choice-matching prompt (``build_prompt`` / ``build_prompt_cn`` in
+    ``multiple_choice.py``); the Chinese template is used when the question contains CJK."""
+    option_str = "There are several options: \n" + "".join(f"{k}. {v}\n" for k, v in options.items())
+    template = _MCQ_MATCH_CN if re.search("[\u4e00-\u9fff]", str(question)) else _MCQ_MATCH_EN
+    return template.format(question, option_str, prediction)
+
+
+def mcq_judge_extract(judge: Judge, question: str, options: Mapping[str, object], prediction: str) -> str:
+    """Judge fallback of ``extract_answer_from_item`` for predictions the rules cannot map.
+
+    Up to 3 judge calls; each reply goes through :func:`can_infer`.  Where
+    VLMEvalKit finally draws a *random* option, we return ``'Z'`` (a miss)
+    rather than invent an answer.
+    """
+    prompt = build_mcq_match_prompt(question, options, prediction)
+    for _ in range(3):
+        reply = str(judge(prompt))
+        if _API_FAILURE.rstrip(".") in reply:
+            continue
+        found = can_infer(reply, options)
+        if found:
+            return found
+    return "Z"
 
 
 # ----------------------------------------------------------------------------- MathVista

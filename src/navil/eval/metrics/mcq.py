@@ -14,20 +14,20 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "REJECT_PHRASES",
+    "accuracy_report",
+    "can_infer",
     "can_infer_option",
     "can_infer_text",
-    "can_infer",
+    "circular_group_index",
+    "circular_hits",
+    "extract_characters_regex",
     "extract_choice",
     "mcq_hit",
     "mmmu_preprocess",
-    "circular_group_index",
-    "circular_hits",
-    "accuracy_report",
-    "extract_characters_regex",
 ]
 
 REJECT_PHRASES = (
@@ -127,7 +127,8 @@ def mmmu_preprocess(options: Mapping[str, object], answer: str) -> tuple[dict, s
     opts = dict(options)
     if "A" not in opts:
         opts = {"A": answer, "B": "Other Answers"}
-    gt = answer if (isinstance(answer, str) and answer in string.ascii_uppercase and len(answer) == 1) else "A"
+    is_letter = isinstance(answer, str) and len(answer) == 1 and answer in string.ascii_uppercase
+    gt = answer if is_letter else "A"
     return opts, gt
 
 

@@ -5,9 +5,9 @@ which follows the OCRBench authors' script.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["OCRBENCH_CATEGORIES", "OCRBENCH_GROUPS", "HME_CATEGORY", "ocrbench_hit", "ocrbench_rating"]
+__all__ = ["HME_CATEGORY", "OCRBENCH_CATEGORIES", "OCRBENCH_GROUPS", "ocrbench_hit", "ocrbench_rating"]
 
 HME_CATEGORY = "Handwritten Mathematical Expression Recognition"
 OCRBENCH_CATEGORIES = (

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = [
-    "parse_answer_list",
-    "process_punctuation",
-    "process_digit_article",
-    "normalize_vqa_answer",
-    "vqa_score",
-    "levenshtein",
-    "normalized_levenshtein",
     "anls",
-    "relaxed_correctness",
-    "relaxed_accuracy",
     "exact_match",
+    "levenshtein",
+    "normalize_vqa_answer",
+    "normalized_levenshtein",
+    "parse_answer_list",
+    "process_digit_article",
+    "process_punctuation",
+    "relaxed_accuracy",
+    "relaxed_correctness",
+    "vqa_score",
 ]
 
 # --------------------------------------------------------------------------------------

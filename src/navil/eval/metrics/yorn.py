@@ -8,19 +8,20 @@ string comparison, so ground truths must be spelled ``Yes``/``No``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .vqa import process_punctuation
 
 __all__ = [
-    "MME_PERCEPTION",
     "MME_COGNITION",
-    "yorn_extraction",
-    "mme_official_extraction",
-    "mme_rating",
-    "pope_rating",
+    "MME_PERCEPTION",
     "hallusion_ids",
     "hallusion_rating",
+    "mme_official_extraction",
+    "mme_rating",
+    "pope_official_extraction",
+    "pope_rating",
+    "yorn_extraction",
 ]
 
 MME_PERCEPTION = ("OCR", "artwork", "celebrity", "color", "count", "existence", "landmark", "position",
@@ -64,6 +65,22 @@ def mme_official_extraction(output) -> str:
     if "no" in prefix:
         return "No"
     return "Unknown"
+
+
+def pope_official_extraction(output) -> str:
+    """The POPE authors' rule (``evaluate.py``, also LLaVA/InternVL ``eval_pope.py``).
+
+    Keep the text before the first ``.``, delete commas, split on single
+    spaces; ``No``, ``no`` or ``not`` among the words -> ``No``, *anything
+    else* -> ``Yes`` (so an evasive reply counts as "yes", where VLMEvalKit
+    gives ``Unknown``).  ``"NO"`` and ``"No."``... note ``"No."`` becomes ``"No"``
+    (period cut) but ``"NO"`` stays ``Yes``.
+    """
+    text = str(output)
+    if "." in text:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return "No" if ("No" in words or "not" in words or "no" in words) else "Yes"
 
 
 def _pct(values) -> float | None:
