@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -43,7 +44,9 @@ if not CKPT.is_dir():  # pragma: no cover - shared fixture location
 TEMPLATE = "qwen3-chat"
 SYS = "You are helpful."  # short system message: keeps byte-level sequences small
 
-IMAGE_SIZES = {"a.png": (40, 60), "b.png": (130, 70), "c.jpg": (64, 64), "d.png": (33, 97), "big.png": (200, 150)}
+IMAGE_SIZES = {
+    "a.png": (40, 60), "b.png": (130, 70), "c.jpg": (64, 64), "d.png": (33, 97), "big.png": (200, 150)
+}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -84,7 +87,8 @@ def _gpt(v):
 
 def good_records():
     return [
-        {"image": "images/a.png", "conversations": [_human("<image>\nWhat is this?"), _gpt("Noise, mostly.")]},
+        {"image": "images/a.png",
+         "conversations": [_human("<image>\nWhat is this?"), _gpt("Noise, mostly.")]},
         {"image": ["images/b.png", "images/c.jpg"],
          "conversations": [_human("Compare <image> and <image>."), _gpt("The first is wider.")]},
         {"conversations": [_human("What is 2+2?"), _gpt("4")]},
@@ -122,14 +126,14 @@ def data(tmp_path_factory):
     (root / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     recs = good_records()
     with open(root / "train.jsonl", "w") as f:
-        for r in recs:
-            f.write(json.dumps(r) + "\n\n")  # blank lines are ignored
+        f.writelines(json.dumps(r) + "\n\n" for r in recs)  # blank lines are ignored
     # webdataset shard: png + txt, jpg + json
     entries = []
     for i, (key, cap) in enumerate(CAPTIONS.items()):
         img = _image((48 + 8 * i, 40), 100 + i)
         if i % 2:
-            entries += [(f"{key}.jpg", _png_bytes(img, "JPEG")), (f"{key}.json", json.dumps({"caption": cap}).encode())]
+            entries += [(f"{key}.jpg", _png_bytes(img, "JPEG")),
+                        (f"{key}.json", json.dumps({"caption": cap}).encode())]
         else:
             entries += [(f"{key}.png", _png_bytes(img)), (f"{key}.txt", cap.encode())]
     _write_tar(root / "shard-000.tar", entries)
@@ -137,10 +141,12 @@ def data(tmp_path_factory):
     for name, word in (("text_a.jsonl", "alpha"), ("text_b.jsonl", "beta")):
         with open(root / name, "w") as f:
             for i in range(20):
-                f.write(json.dumps({"id": f"{word}{i}", "conversations": [_human(f"{word} {i}?"), _gpt(word)]}) + "\n")
+                conv = [_human(f"{word} {i}?"), _gpt(word)]
+                f.write(json.dumps({"id": f"{word}{i}", "conversations": conv}) + "\n")
     # good samples interleaved with bad ones (for resume with skips in the stream)
     lines = [json.dumps(r) for r in recs[6:]] + _bad_lines()
-    (root / "mixed.jsonl").write_text("\n".join(lines[i] for i in np.random.default_rng(0).permutation(len(lines))))
+    order = np.random.default_rng(0).permutation(len(lines))
+    (root / "mixed.jsonl").write_text("\n".join(lines[i] for i in order))
     return root, recs
 
 
@@ -261,7 +267,7 @@ def test_packs_labels_images_and_limits(data, tok, proc):
         assert pack.labels.shape == (1, T) and T <= max_tokens and pack.num_patches <= max_patches
         cu = pack.cu_seqlens.tolist()
         assert cu[0] == 0 and cu[-1] == T and len(cu) == pack.num_samples + 1 == len(pack.sample_ids) + 1
-        assert all(b > a for a, b in zip(cu, cu[1:]))
+        assert all(b > a for a, b in itertools.pairwise(cu))
         if pack.pixel_values is None:
             assert pack.num_patches == 0 and pack.image_grid_thw is None
         else:
@@ -290,7 +296,8 @@ def test_packs_labels_images_and_limits(data, tok, proc):
                 grid = pack.image_grid_thw[row:row + n_rows]
                 assert torch.equal(grid, ref.image_grid_thw)
                 start = int(pack.image_grid_thw[:row].prod(1).sum()) if row else 0
-                assert torch.equal(pack.pixel_values[start:start + ref.pixel_values.shape[0]], ref.pixel_values)
+                n = ref.pixel_values.shape[0]
+                assert torch.equal(pack.pixel_values[start:start + n], ref.pixel_values)
                 assert ids.count(ctx) == sum(h * w // 4 for _, h, w in ref.image_grid_thw.tolist())
             else:
                 assert n_rows == 0 and ctx not in ids
@@ -361,7 +368,7 @@ def test_exact_resume(data, tok, proc):
     root, _ = data
     srcs = [{"path": str(root / "train.jsonl"), "weight": 2}, {"path": str(root / "shard-000.tar")},
             {"path": str(root / "mixed.jsonl"), "weight": 0.5}]
-    kw = dict(max_tokens=1500, max_patches=500)
+    kw = {"max_tokens": 1500, "max_patches": 500}
     full = _loader(srcs, tok, proc, **kw)
     ref = _take(full, 14)  # crosses epoch boundaries of the sources, with bad samples skipped on the way
     assert full.skipped_samples > 0 and min(s["epoch"] for s in full.state_dict()["sources"]) >= 1
@@ -370,7 +377,8 @@ def test_exact_resume(data, tok, proc):
     _take(a, 5)
     state = json.loads(json.dumps(a.state_dict()))  # JSON round trip
     assert len(json.dumps(state)) < 2000
-    assert state["packs"] == 5 and set(state) >= {"epoch", "draws", "sources", "skipped_samples", "skip_reasons"}
+    assert state["packs"] == 5
+    assert set(state) >= {"epoch", "draws", "sources", "skipped_samples", "skip_reasons"}
     b = _loader(srcs, tok, proc, **kw)
     b.load_state_dict(state)
     assert b.skip_reasons == Counter(state["skip_reasons"])
@@ -467,7 +475,8 @@ def test_from_checkpoint(data):
     root, _ = data
     loader = PackedLoader.from_checkpoint(CKPT, [str(root / "train.jsonl")], max_tokens=2048, max_patches=512)
     assert loader.template == TEMPLATE and loader.processor.min_pixels == 4 * 16 * 16
-    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in loader.tokenizer.decode(next(loader).input_ids[0])
+    text = loader.tokenizer.decode(next(loader).input_ids[0])
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in text
 
 
 def test_missing_source_and_config_errors(data, tok, proc, tmp_path):
@@ -506,7 +515,8 @@ def test_data_source_parsing():
 
 def test_weighted_mixing(data, tok, proc):
     root, _ = data
-    srcs = [{"path": str(root / "text_a.jsonl"), "weight": 3}, {"path": str(root / "text_b.jsonl"), "weight": 1}]
+    srcs = [{"path": str(root / "text_a.jsonl"), "weight": 3},
+            {"path": str(root / "text_b.jsonl"), "weight": 1}]
     loader = _loader(srcs, tok, None, max_tokens=400, max_patches=None)
     counts = Counter()
     while sum(counts.values()) < 600:
@@ -516,7 +526,8 @@ def test_weighted_mixing(data, tok, proc):
     frac = counts[0] / sum(counts.values())
     assert abs(frac - 0.75) < 0.05, counts
     # webdataset + jsonl mixing follows the weights too
-    srcs = [{"path": str(root / "train.jsonl"), "weight": 1}, {"path": str(root / "shard-000.tar"), "weight": 1}]
+    srcs = [{"path": str(root / "train.jsonl"), "weight": 1},
+            {"path": str(root / "shard-000.tar"), "weight": 1}]
     counts = Counter(s for p in _take(_loader(srcs, tok, proc), 20) for s, _ in p.sample_ids)
     assert 0.3 < counts[0] / sum(counts.values()) < 0.7, counts
 
@@ -555,3 +566,33 @@ def test_pack_loss_equals_weighted_sample_losses(data, tok, proc):
     assert weight == pack.num_loss_tokens
     assert abs(float(out.loss) - total / weight) <= 1e-5
     assert math.isfinite(float(out.loss))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Conformance: a training sample tokenizes exactly like the official fixture's input_ids / answer-only labels
+# ------------------------------------------------------------------------------------------------------------
+
+_FIXTURES = sorted({p.name: p for root in (_HERE / "fixtures" / "official-tiny",
+                                           _HERE.parents[1] / "shared" / "fixtures" / "official-tiny")
+                    if root.is_dir() for p in root.iterdir() if (p / "inputs.safetensors").is_file()}.items())
+
+
+@pytest.mark.parametrize("folder", [p for _, p in _FIXTURES], ids=[n for n, _ in _FIXTURES])
+def test_matches_official_fixture_tokens(folder):
+    from safetensors.torch import load_file
+
+    inputs = load_file(str(folder / "inputs.safetensors"))
+    tokenizer = load_tokenizer(folder)
+    template = json.loads((folder / "config.json").read_text())["template"]
+    grids, start = [], 0
+    thw = inputs["image_grid_thw"].tolist()
+    for n in inputs["num_scales"].tolist():
+        grids.append([tuple(r) for r in thw[start:start + n]])
+        start += n
+    question = "<image>\n" * len(grids) + "What is in the image?"
+    out = tokenize_conversation(tokenizer, template, [(question, "Colored shapes on a gradient.")], grids,
+                                img_context_id=tokenizer.special_token_ids.img_context)
+    assert out.input_ids == inputs["input_ids"][0].tolist()
+    assert out.labels == inputs["labels_answer_only"][0].tolist()
+    if tokenizer.add_bos_token:
+        assert out.input_ids[0] == tokenizer.bos_token_id and out.labels[0] == IGNORE_INDEX

@@ -1,9 +1,10 @@
 """Conversation samples -> training tokens.
 
-A sample is the LLaVA/InternVL convention: ``conversations`` = list of ``{"from": "human"|"gpt", "value": ...}``
-(``user``/``assistant`` accepted; an optional leading ``system`` turn overrides the system message) and
-``image`` = a path or a list of paths, ``<image>`` marking where each image goes. As InternVL's training code
-does, a sample with images but no ``<image>`` at all gets ``"<image>\\n" * n`` prepended to its first question.
+A sample is the LLaVA/InternVL convention: ``conversations`` = list of
+``{"from": "human"|"gpt", "value": ...}`` (``user``/``assistant`` accepted; an optional leading ``system``
+turn overrides the system message) and ``image`` = a path or a list of paths, ``<image>`` marking where each
+image goes. As InternVL's training code does, a sample with images but no ``<image>`` at all gets
+``"<image>\\n" * n`` prepended to its first question.
 
 :func:`tokenize_conversation` renders the turns with the checkpoint's chat template
 (:func:`navil.processing.chat.render_conversation`), replaces each ``<image>`` by that image's
@@ -72,14 +73,17 @@ def parse_conversations(conversations: Any, images: Sequence[Any] = ()) -> Conve
 
     A leading ``system`` message becomes the system message. Turns must alternate human/gpt starting with
     human; a trailing human turn without an answer is dropped (it has nothing to learn from). ``<image>``
-    placeholders are checked against ``len(images)`` (none at all with images: prepended to the first question).
+    placeholders are checked against ``len(images)`` (none at all with images: prepended to the first
+    question).
     """
     if not isinstance(conversations, list) or not conversations:
         raise SampleError(BAD_CONVERSATION, "'conversations' must be a non-empty list")
     msgs: list[tuple[str, str]] = []
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or "from" not in turn:
-            raise SampleError(BAD_CONVERSATION, f"turn {i} must be an object with 'from' and a string 'value'")
+            raise SampleError(
+                BAD_CONVERSATION, f"turn {i} must be an object with 'from' and a string 'value'"
+            )
         msgs.append((str(turn["from"]).lower(), turn["value"]))
     system = None
     if msgs[0][0] == "system":
@@ -138,7 +142,9 @@ def tokenize_conversation(
         if not is_answer and IMAGE_PLACEHOLDER in text:
             pieces = text.split(IMAGE_PLACEHOLDER)
             if next_image + len(pieces) - 1 > len(blocks):
-                raise SampleError(IMAGE_COUNT_MISMATCH, f"more {IMAGE_PLACEHOLDER} than the {len(blocks)} image(s)")
+                raise SampleError(
+                    IMAGE_COUNT_MISMATCH, f"more {IMAGE_PLACEHOLDER} than the {len(blocks)} image(s)"
+                )
             out = [pieces[0]]
             for piece in pieces[1:]:
                 out += [blocks[next_image], piece]
@@ -148,11 +154,15 @@ def tokenize_conversation(
         ids += seg
         labels += seg if is_answer else [IGNORE_INDEX] * len(seg)
     if next_image != len(blocks):
-        raise SampleError(IMAGE_COUNT_MISMATCH, f"{next_image} {IMAGE_PLACEHOLDER} but {len(blocks)} image(s)")
+        raise SampleError(
+            IMAGE_COUNT_MISMATCH, f"{next_image} {IMAGE_PLACEHOLDER} but {len(blocks)} image(s)"
+        )
     return TokenizedSample(ids, labels, count_loss_tokens(ids, labels, img_context_id))
 
 
-def count_loss_tokens(input_ids: Sequence[int], labels: Sequence[int], img_context_id: int | None = None) -> int:
+def count_loss_tokens(
+    input_ids: Sequence[int], labels: Sequence[int], img_context_id: int | None = None
+) -> int:
     """Official loss-token count of ONE sample: positions t with labels[t+1] != -100 and
     input_ids[t] != <IMG_CONTEXT> (the label of the first token never counts)."""
     n = 0

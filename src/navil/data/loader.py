@@ -25,7 +25,7 @@ import logging
 import os
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ class DataSource:
             raise ConfigError(f"data source weight must be > 0, got {self.weight} for {self.path}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataSource":
+    def from_dict(cls, d: Mapping[str, Any]) -> DataSource:
         """Parse ``{"path", "root"?, "weight"?, "kind"?, "prompt"?}``; unknown keys are a ConfigError."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"a data source must be a mapping, got {type(d).__name__}")
@@ -108,7 +108,7 @@ class DataSource:
         return cls(**dict(d))
 
     @classmethod
-    def parse(cls, spec: Any) -> list["DataSource"]:
+    def parse(cls, spec: Any) -> list[DataSource]:
         """A list of sources from a DataSource, dict, path string, or a list of those."""
         items = spec if isinstance(spec, (list, tuple)) else [spec]
         out = []
@@ -157,7 +157,7 @@ class JsonlReader:
 
     def load(self, i: int) -> Conversation:
         if self._f is None:
-            self._f = open(self.path, "rb")
+            self._f = open(self.path, "rb")  # noqa: SIM115 - kept open for random access
         self._f.seek(self.offsets[i])
         raw = self._f.read(self.lengths[i])
         try:
@@ -226,7 +226,7 @@ def _decode_image(ref: Any, max_image_pixels: int) -> Any:
     if isinstance(ref, (bytes, bytearray)):
         try:
             img = Image.open(io.BytesIO(ref))
-        except Exception as e:  # UnidentifiedImageError, DecompressionBombError, OSError, ...
+        except Exception as e:  # noqa: BLE001 - UnidentifiedImageError, DecompressionBombError, OSError, ...
             raise SampleError(BAD_IMAGE, f"cannot open embedded image: {e}") from None
         try:
             return load_image(img, max_image_pixels)
@@ -298,7 +298,7 @@ class PackedLoader:
             raise ConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
         if max_patches is not None and (not isinstance(max_patches, int) or max_patches < 1):
             raise ConfigError(f"max_patches must be a positive int or None, got {max_patches!r}")
-        if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
+        if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
             raise ConfigError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
@@ -332,7 +332,7 @@ class PackedLoader:
         self._pending: tuple[dict[str, Any], PackedSample] | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, sources: Any, **kwargs: Any) -> "PackedLoader":
+    def from_checkpoint(cls, path: str | os.PathLike, sources: Any, **kwargs: Any) -> PackedLoader:
         """Tokenizer, image processor and template read from a checkpoint folder."""
         from navil.processing.image import ImageProcessor
         from navil.processing.tokenizer import load_tokenizer
@@ -511,10 +511,14 @@ class PackedLoader:
         if state.get("version") != STATE_VERSION:
             raise NavilError(f"unsupported data-loader state version {state.get('version')!r}")
         if state.get("seed") != self.seed:
-            raise NavilError(f"data-loader state was saved with seed {state.get('seed')}, this loader has {self.seed}")
+            raise NavilError(
+                f"data-loader state was saved with seed {state.get('seed')}, this loader has {self.seed}"
+            )
         srcs = state.get("sources") or []
         if len(srcs) != len(self.sources):
-            raise NavilError(f"data-loader state has {len(srcs)} sources, this loader has {len(self.sources)}")
+            raise NavilError(
+                f"data-loader state has {len(srcs)} sources, this loader has {len(self.sources)}"
+            )
         for s, size, src in zip(srcs, self._sizes, self.sources):
             if s.get("size") != size:
                 raise NavilError(
@@ -527,7 +531,9 @@ class PackedLoader:
         self._draws = int(state["draws"])
         self._samples = int(state.get("samples", 0))
         self._src = [
-            _SourceState(int(s["epoch"]), int(s["cursor"]), int(s["good"]), s.get("epoch_skips"), s.get("skips"))
+            _SourceState(
+                int(s["epoch"]), int(s["cursor"]), int(s["good"]), s.get("epoch_skips"), s.get("skips")
+            )
             for s in srcs
         ]
         self._pending = None

@@ -58,8 +58,8 @@ class Pack:
 
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for ``NaViL.forward``."""
-        return dict(input_ids=self.input_ids, labels=self.labels, cu_seqlens=self.cu_seqlens,
-                    pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return {"input_ids": self.input_ids, "labels": self.labels, "cu_seqlens": self.cu_seqlens,
+                    "pixel_values": self.pixel_values, "image_grid_thw": self.image_grid_thw}
 
 
 class PackBuilder:
@@ -73,7 +73,9 @@ class PackBuilder:
         self.patches = 0
 
     def fits_alone(self, s: PackedSample) -> bool:
-        return s.num_tokens <= self.max_tokens and (self.max_patches is None or s.num_patches <= self.max_patches)
+        return s.num_tokens <= self.max_tokens and (
+            self.max_patches is None or s.num_patches <= self.max_patches
+        )
 
     def fits(self, s: PackedSample) -> bool:
         return self.tokens + s.num_tokens <= self.max_tokens and (

@@ -2,9 +2,9 @@
 
 A sample is the group of members sharing a key (the member path up to the first ``.`` of its file name):
 one image (``.jpg``/``.jpeg``/``.png``/``.webp``/...) and a caption in ``.txt`` or in ``.json`` (field
-``caption``, ``text``, ``txt`` or ``description``). A ``.json`` holding ``conversations`` (LLaVA style) is used
-as the conversation instead of a caption. Shards are indexed once (headers only); reading a sample is one seek
-per member. Compressed shards work too (``tarfile`` decompresses), just without fast random access.
+``caption``, ``text``, ``txt`` or ``description``). A ``.json`` holding ``conversations`` (LLaVA style) is
+used as the conversation instead of a caption. Shards are indexed once (headers only); reading a sample is
+one seek per member. Compressed shards work too (``tarfile`` decompresses), just without fast random access.
 """
 from __future__ import annotations
 
@@ -100,13 +100,13 @@ class WebDatasetIndex:
         if self._compressed[shard]:
             f = self._files.get(shard)
             if f is None:
-                f = self._files[shard] = tarfile.open(self.shards[shard])
+                f = self._files[shard] = tarfile.open(self.shards[shard])  # noqa: SIM115
             raw = f.fileobj  # decompressing stream positioned like the raw tar
             raw.seek(offset)
             return raw.read(size)
         f = self._files.get(shard)
         if f is None:
-            f = self._files[shard] = open(self.shards[shard], "rb")
+            f = self._files[shard] = open(self.shards[shard], "rb")  # noqa: SIM115
         f.seek(offset)
         return f.read(size)
 

@@ -25,7 +25,7 @@ from navil.errors import ConfigError
 
 STAGES = ("stage1", "stage1.2", "stage2")
 MODEL_INITS = ("scratch", "llm", "navil")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")
 DECAYS = ("cosine", "linear", "constant")
 BUILTIN_BYTE_TOKENIZER = "builtin:bytes"
 
@@ -112,7 +112,7 @@ class TrainConfig:
     keep_last: int = 3                   # complete checkpoints kept (0: all)
     log_every: int = 1
     seed: int = 0
-    dtype: str = "float32"               # compute dtype: bf16/fp16 autocast on CUDA only, fp32 on CPU
+    dtype: str = "float32"               # compute dtype: bfloat16 = autocast on CUDA only; CPU stays fp32
     device: str = "auto"                 # auto | cpu | cuda
     activation_checkpointing: bool = False
     compile: bool = False
