@@ -16,12 +16,10 @@ Bad samples raise :class:`SampleError` with a short ``reason`` (the key the load
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from navil.errors import NavilError
 from navil.processing.chat import IMAGE_PLACEHOLDER, image_block, render_conversation
@@ -174,31 +172,9 @@ def count_loss_tokens(
 
 def image_grids(processor: Any, width: int, height: int, multi_scale: bool) -> list[tuple[int, int, int]]:
     """The (1, gh, gw) grids ``processor`` gives an image of ``width`` x ``height``, smallest first,
-    computed from the size alone (no resizing): the processor's own loop with its own ``smart_resize``.
+    computed from the size alone (no resizing), with the processor's own multi-scale plan.
 
     Lets the loader size samples of packs another rank takes without building their pixels; the loader
     checks the result against the processor's output for every pack it does build.
     """
-    from navil.processing.image import smart_resize
-
-    p, m = processor.patch_size, processor.merge_size
-    unit = p * m
-
-    def grid(max_pixels: Any) -> tuple[int, int, int]:
-        h, w = smart_resize(height, width, processor.min_pixels, max_pixels)
-        return (1, -(-h // unit) * m, -(-w // unit) * m)
-
-    scales = [grid(processor.max_pixels)]
-    if not multi_scale:
-        return scales
-    ratio_sq = np.float32(processor.scale_ratio**2)
-    while True:
-        smallest = math.prod(scales[0])
-        max_pixels = np.float32(smallest * p**2) * ratio_sq
-        if max_pixels < processor.min_pixels:
-            break
-        g = grid(max_pixels)
-        if math.prod(g) >= smallest:
-            break
-        scales.insert(0, g)
-    return scales
+    return [processor.grid_of(size) for size in processor.scale_sizes(height, width, multi_scale)]

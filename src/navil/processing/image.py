@@ -158,39 +158,40 @@ class ImageProcessor:
         pixels, grids, counts = [], [], []
         for image in images:
             rgb = load_image(image, self.max_image_pixels)
-            if multi_scale:
-                scales = self._process_multi_scale(rgb)
-            else:
-                scales = [self._process_scale(rgb, self.max_pixels)]
-            pixels += [pv for pv, _ in scales]
-            grids += [g for _, g in scales]
-            counts.append(len(scales))
+            sizes = self.scale_sizes(rgb.height, rgb.width, multi_scale)
+            pixels += [self._process_scale(rgb, size) for size in sizes]
+            grids += [self.grid_of(size) for size in sizes]
+            counts.append(len(sizes))
         return ImageInputs(
             pixel_values=torch.cat(pixels),
             image_grid_thw=torch.tensor(grids, dtype=torch.int64),
             num_scales=torch.tensor(counts, dtype=torch.int64),
         )
 
-    def _process_multi_scale(self, img: Image.Image) -> list[tuple[torch.Tensor, tuple[int, int, int]]]:
-        """Official loop: re-process the original at ~half the padded area until too small; smallest first."""
-        scales = [self._process_scale(img, self.max_pixels)]
+    def grid_of(self, size: tuple[int, int]) -> tuple[int, int, int]:
+        """(1, gh, gw) patch grid of a resized (h, w) scale after padding to multiples of patch*merge."""
+        unit, m = self.patch_size * self.merge_size, self.merge_size
+        return (1, -(-size[0] // unit) * m, -(-size[1] // unit) * m)
+
+    def scale_sizes(self, height: int, width: int, multi_scale: bool = True) -> list[tuple[int, int]]:
+        """Resized (h, w) of every scale of an image of this size, smallest first (official multi-scale loop:
+        re-derive from the original at ~half the padded area until too small). Needs the size only."""
+        sizes = [smart_resize(height, width, self.min_pixels, self.max_pixels)]
         ratio_sq = np.float32(self.scale_ratio**2)  # official: int64 tensor * python float -> float32
-        while True:
-            smallest = math.prod(scales[0][1])
+        while multi_scale:
+            smallest = math.prod(self.grid_of(sizes[0]))
             max_pixels = np.float32(smallest * self.patch_size**2) * ratio_sq
             if max_pixels < self.min_pixels:
                 break
-            pv, grid = self._process_scale(img, max_pixels)
-            if math.prod(grid) >= smallest:
+            size = smart_resize(height, width, self.min_pixels, max_pixels)
+            if math.prod(self.grid_of(size)) >= smallest:
                 break
-            scales.insert(0, (pv, grid))
-        return scales
+            sizes.insert(0, size)
+        return sizes
 
-    def _process_scale(
-        self, img: Image.Image, max_pixels: int | np.float32
-    ) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        """Resize, pad, normalise and patchify one scale -> ([gh*gw, 3, p, p], (1, gh, gw))."""
-        h, w = smart_resize(img.height, img.width, self.min_pixels, max_pixels)
+    def _process_scale(self, img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+        """Resize to `size`, pad, normalise and patchify one scale -> [gh*gw, 3, p, p]."""
+        h, w = size
         if (h, w) != (img.height, img.width):
             img = img.resize((w, h), Image.Resampling.BICUBIC)
         p, m = self.patch_size, self.merge_size
@@ -201,4 +202,4 @@ class ImageProcessor:
         x = torch.from_numpy(_LUT[padded])  # [H, W, 3] float32
         # [gh/m, m, p, gw/m, m, p, C] -> (merge row, merge col, in-unit row, in-unit col, C, p, p)
         x = x.view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)
-        return x.reshape(gh * gw, 3, p, p), (1, gh, gw)
+        return x.reshape(gh * gw, 3, p, p)
