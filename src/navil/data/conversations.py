@@ -16,6 +16,8 @@ Bad samples raise :class:`SampleError` with a short ``reason`` (the key the load
 """
 from __future__ import annotations
 
+import torch
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,11 +165,9 @@ def count_loss_tokens(
 ) -> int:
     """Official loss-token count of ONE sample: positions t with labels[t+1] != -100 and
     input_ids[t] != <IMG_CONTEXT> (the label of the first token never counts)."""
-    n = 0
-    for t in range(len(labels) - 1):
-        if labels[t + 1] != IGNORE_INDEX and input_ids[t] != img_context_id:
-            n += 1
-    return n
+    ids, lab = torch.as_tensor(input_ids), torch.as_tensor(labels)
+    context = img_context_id if img_context_id is not None else -1
+    return int(((lab[1:] != IGNORE_INDEX) & (ids[:-1] != context)).sum())
 
 
 def image_grids(processor: Any, width: int, height: int, multi_scale: bool) -> list[tuple[int, int, int]]:
