@@ -1,9 +1,10 @@
 """Markdown rendering of evaluation summaries (``summary.json`` -> ``summary.md`` / terminal table)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["format_value", "summary_markdown", "summaries_table"]
+__all__ = ["format_value", "summaries_table", "summary_markdown"]
 
 
 def format_value(value, digits: int = 2) -> str:
@@ -22,8 +23,10 @@ def _cell(text) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "| " + " | ".join("---" for _ in header) + " |"]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -31,11 +34,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 def _headline_row(summary: Mapping) -> list:
     res = summary.get("result") or {}
     score = res.get("score")
-    return [summary.get("benchmark", res.get("benchmark", "?")), res.get("metric", "-"),
-            format_value(score) if score is not None else (res.get("status") or "not scored"),
-            res.get("unit", "-"), format_value(res.get("n")), format_value(res.get("n_missing")),
-            format_value(summary.get("n_malformed", res.get("n_malformed"))),
-            format_value(summary.get("n_errors", 0))]
+    return [
+        summary.get("benchmark", res.get("benchmark", "?")),
+        res.get("metric", "-"),
+        format_value(score) if score is not None else (res.get("status") or "not scored"),
+        res.get("unit", "-"),
+        format_value(res.get("n")),
+        format_value(res.get("n_missing")),
+        format_value(summary.get("n_malformed", res.get("n_malformed"))),
+        format_value(summary.get("n_errors", 0)),
+    ]
 
 
 _HEADLINE = ["benchmark", "metric", "score", "unit", "n", "missing", "malformed", "errors"]
@@ -63,8 +71,14 @@ def summary_markdown(summary: Mapping, *, title: bool = True) -> str:
                 row += [format_value(chance.get(cat)), format_value((details.get(cat) or {}).get("n"))]
             rows.append(row)
         if has_chance and res.get("chance_overall") is not None:
-            rows.append(["**overall**", format_value(res.get("score")), format_value(res.get("chance_overall")),
-                         format_value(res.get("n"))])
+            rows.append(
+                [
+                    "**overall**",
+                    format_value(res.get("score")),
+                    format_value(res.get("chance_overall")),
+                    format_value(res.get("n")),
+                ]
+            )
         parts.append(_table(header, rows))
     info = []
     for key in ("model", "data", "scored_tsv", "predictions", "limit"):
@@ -75,8 +89,10 @@ def summary_markdown(summary: Mapping, *, title: bool = True) -> str:
         info.append("- config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     timing = summary.get("timing") or {}
     if timing.get("generated"):
-        info.append(f"- generated {timing['generated']} samples in {timing['seconds']:.1f} s this run "
-                    f"({timing.get('cached', 0)} reused from the cache)")
+        info.append(
+            f"- generated {timing['generated']} samples in {timing['seconds']:.1f} s this run "
+            f"({timing.get('cached', 0)} reused from the cache)"
+        )
     for w in res.get("warnings") or []:
         info.append(f"- warning: {w}")
     if info:

@@ -21,6 +21,7 @@
 
 Importing this module registers the ``NaViL_Synthetic`` benchmark (:mod:`navil.eval.synthetic_bench`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,7 +45,7 @@ from .metrics import ocrbench as _ocr
 from .metrics import vqa as _vqa
 from .metrics import yorn as _yorn
 from .report import summary_markdown
-from .scoring import BENCHMARKS, BenchmarkSpec, build_prompt, get_benchmark, score
+from .scoring import BENCHMARKS, BenchmarkSpec, build_prompt, score
 from .tsv import PANDAS_NA_VALUES, _parse_index, read_tsv, row_images, row_options
 
 __all__ = [
@@ -89,8 +90,9 @@ def _spec(benchmark) -> BenchmarkSpec:
     folded = {k.lower(): k for k in BENCHMARKS}
     if name.lower() in folded:
         return BENCHMARKS[folded[name.lower()]]
-    raise NavilError(f"unknown benchmark {name!r}; registered: {', '.join(sorted(BENCHMARKS))} "
-                     "(or pass a .tsv file)")
+    raise NavilError(
+        f"unknown benchmark {name!r}; registered: {', '.join(sorted(BENCHMARKS))} (or pass a .tsv file)"
+    )
 
 
 def guess_benchmark(path) -> str:
@@ -104,8 +106,10 @@ def guess_benchmark(path) -> str:
     low = stem.lower()
     hits = [k for k in BENCHMARKS if low == k.lower() or low.startswith(k.lower())]
     if not hits:
-        raise NavilError(f"cannot tell the benchmark from the file name {Path(path).name!r}; pass "
-                         f"--benchmark-name (registered: {', '.join(sorted(BENCHMARKS))})")
+        raise NavilError(
+            f"cannot tell the benchmark from the file name {Path(path).name!r}; pass "
+            f"--benchmark-name (registered: {', '.join(sorted(BENCHMARKS))})"
+        )
     return max(hits, key=len)
 
 
@@ -126,9 +130,15 @@ def find_data(name: str) -> Path | None:
     return next((p for p in data_search_paths(name) if p.is_file()), None)
 
 
-def resolve_benchmark(benchmark: str, data=None, *, benchmark_name: str | None = None, out_dir=None,
-                      synthetic_n: int = synthetic_bench.DEFAULT_N,
-                      synthetic_seed: int = synthetic_bench.DEFAULT_SEED) -> tuple[str, Path]:
+def resolve_benchmark(
+    benchmark: str,
+    data=None,
+    *,
+    benchmark_name: str | None = None,
+    out_dir=None,
+    synthetic_n: int = synthetic_bench.DEFAULT_N,
+    synthetic_seed: int = synthetic_bench.DEFAULT_SEED,
+) -> tuple[str, Path]:
     """``(registered name, TSV path)`` for a benchmark name or a ``.tsv`` path.
 
     A name without ``data`` is looked up in :func:`data_search_paths`; for ``NaViL_Synthetic`` the
@@ -204,8 +214,11 @@ def _model_fingerprint(model) -> dict:
     params = list(model.parameters())
     with torch.no_grad():
         checksum = sum(float(p.detach().reshape(-1)[:4096].double().sum()) for p in params)
-    return {"dtype": str(params[0].dtype) if params else None, "num_parameters": sum(p.numel() for p in params),
-            "checksum": f"{checksum:.9g}"}
+    return {
+        "dtype": str(params[0].dtype) if params else None,
+        "num_parameters": sum(p.numel() for p in params),
+        "checksum": f"{checksum:.9g}",
+    }
 
 
 def _check_run_config(out: Path, fingerprint: dict, overwrite: bool) -> None:
@@ -221,8 +234,10 @@ def _check_run_config(out: Path, fingerprint: dict, overwrite: bool) -> None:
         diff = [k for k in fingerprint if k in old and old[k] != fingerprint[k]]
         if diff:
             details = "; ".join(f"{k}: cached {old[k]!r} != now {fingerprint[k]!r}" for k in diff)
-            raise NavilError(f"{pred_path} holds predictions of a different run ({details}); use another "
-                             "output folder or pass --overwrite to discard them")
+            raise NavilError(
+                f"{pred_path} holds predictions of a different run ({details}); use another "
+                "output folder or pass --overwrite to discard them"
+            )
     cfg_path.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
 
 
@@ -242,8 +257,15 @@ class _Prepared:
 class _BatchGenerator:
     """Prompt building (images + chat template) and packed greedy generation for one model."""
 
-    def __init__(self, model, tokenizer, spec: BenchmarkSpec, tsv_dir: Path, max_new_tokens: int,
-                 multi_scale: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        spec: BenchmarkSpec,
+        tsv_dir: Path,
+        max_new_tokens: int,
+        multi_scale: bool = True,
+    ):
         from navil.inference import processor_for, template_name
 
         self.model, self.tokenizer, self.spec, self.tsv_dir = model, tokenizer, spec, tsv_dir
@@ -277,11 +299,19 @@ class _BatchGenerator:
         if images:
             processed = self.processor(images, multi_scale=self.multi_scale)
             pv, grid, scales = processed.pixel_values, processed.image_grid_thw, processed.num_scales
-        prompt = build_chat_prompt(self.template, question, grid, scales, system_message=self.cfg.system_message,
-                                   merge_size=self.cfg.merge_size)
+        prompt = build_chat_prompt(
+            self.template,
+            question,
+            grid,
+            scales,
+            system_message=self.cfg.system_message,
+            merge_size=self.cfg.merge_size,
+        )
         ids = self.tokenizer.encode(prompt)
         if len(ids) >= self.context:
-            raise NavilError(f"the prompt has {len(ids)} tokens but the model's context is {self.context} tokens")
+            raise NavilError(
+                f"the prompt has {len(ids)} tokens but the model's context is {self.context} tokens"
+            )
         return _Prepared(row["index"], ids, pv, grid)
 
     def fits_batch(self, item: _Prepared) -> bool:
@@ -301,8 +331,15 @@ class _BatchGenerator:
         pv = torch.cat([it.pixel_values for it in with_img]).to(self.device) if with_img else None
         grid = torch.cat([it.grid for it in with_img]) if with_img else None
         kwargs = {} if self.eos is None else {"eos_token_id": self.eos}
-        out = self.model.generate(input_ids=ids, cu_seqlens=cu, pixel_values=pv, image_grid_thw=grid,
-                                  max_new_tokens=self.max_new_tokens, do_sample=False, **kwargs)
+        out = self.model.generate(
+            input_ids=ids,
+            cu_seqlens=cu,
+            pixel_values=pv,
+            image_grid_thw=grid,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            **kwargs,
+        )
         texts = []
         for row in out.tolist():
             if self.eos is not None and self.eos in row:
@@ -335,13 +372,16 @@ def _run_batch(gen: _BatchGenerator, rows: list) -> list[dict]:
             texts = gen.generate(group)
         except (NavilError, RuntimeError) as e:
             if len(group) == 1:
-                records[_key(group[0].index)] = {"index": group[0].index, "prediction": None,
-                                                 "error": _error_text(e)}
+                records[_key(group[0].index)] = {
+                    "index": group[0].index,
+                    "prediction": None,
+                    "error": _error_text(e),
+                }
             else:  # isolate the failing sample
                 for it in group:
                     records.update({_key(r["index"]): r for r in _generate_alone(gen, it)})
             continue
-        for it, text in zip(group, texts):
+        for it, text in zip(group, texts, strict=True):
             records[_key(it.index)] = {"index": it.index, "prediction": text}
     return [records[_key(r["index"])] for r in rows]
 
@@ -403,6 +443,20 @@ def _write_subset_tsv(src: Path, dst: Path, keep: Iterable) -> Path:
     return dst
 
 
+def _vqa_hit(metric: str, text: str, refs: list, opts: Mapping) -> float:
+    if metric == "vqa_score":
+        return _vqa.vqa_score(text, refs, mode=opts.get("vqa_mode", "vlmevalkit"))
+    if metric == "anls":
+        return _vqa.anls(
+            text, refs, threshold=opts.get("anls_threshold", 0.5), mode=opts.get("anls_mode", "vlmevalkit")
+        )
+    if metric == "relaxed_accuracy":
+        return _vqa.relaxed_accuracy(text, refs, opts.get("relaxed_tolerance", 0.05))
+    if metric == "exact_match":
+        return _vqa.exact_match(text, refs)
+    raise ValueError(f"unknown VQA metric {metric!r}")
+
+
 def sample_hits(spec: BenchmarkSpec, rows: Iterable[Mapping], predictions: Mapping, **options) -> dict:
     """Per-row ``{str(index): hit}`` where the benchmark's metric is per question (bool, or a 0..1 score
     for VQA metrics). Rule-based: a judge is not consulted; for circular MCQ it is the row's own hit."""
@@ -418,30 +472,31 @@ def sample_hits(spec: BenchmarkSpec, rows: Iterable[Mapping], predictions: Mappi
             elif row.get("answer") is None or spec.kind not in ("vqa", "mcq", "yorn", "ocrbench"):
                 continue
             elif spec.kind == "vqa":
-                refs = _vqa.parse_answer_list(row["answer"])
-                hit = {"vqa_score": lambda: _vqa.vqa_score(text, refs, mode=opts.get("vqa_mode", "vlmevalkit")),
-                       "anls": lambda: _vqa.anls(text, refs, threshold=opts.get("anls_threshold", 0.5),
-                                                 mode=opts.get("anls_mode", "vlmevalkit")),
-                       "relaxed_accuracy": lambda: _vqa.relaxed_accuracy(text, refs,
-                                                                         opts.get("relaxed_tolerance", 0.05)),
-                       "exact_match": lambda: _vqa.exact_match(text, refs)}[spec.metric]()
+                hit = _vqa_hit(spec.metric, text, _vqa.parse_answer_list(row["answer"]), opts)
             elif spec.kind == "mcq":
                 choices, gt = row_options(row), row["answer"]
                 if opts.get("mmmu"):
                     choices, gt = _mcq.mmmu_preprocess(choices, gt)
                 circular = opts.get("circular", spec.metric == "mcq_circular")
-                picked = _mcq.can_infer(text if circular else text.strip(), choices,
-                                        length_guard=opts.get("length_guard", True),
-                                        a_quantifier_guard=opts.get("a_quantifier_guard", False))
+                picked = _mcq.can_infer(
+                    text if circular else text.strip(),
+                    choices,
+                    length_guard=opts.get("length_guard", True),
+                    a_quantifier_guard=opts.get("a_quantifier_guard", False),
+                )
                 hit = (picked or "Z") == gt
             elif spec.kind == "yorn":
-                extract = {"vlmevalkit": _yorn.yorn_extraction, "mme_official": _yorn.mme_official_extraction,
-                           "pope_official": _yorn.pope_official_extraction}[opts.get("yorn_extraction",
-                                                                                      "vlmevalkit")]
+                extract = {
+                    "vlmevalkit": _yorn.yorn_extraction,
+                    "mme_official": _yorn.mme_official_extraction,
+                    "pope_official": _yorn.pope_official_extraction,
+                }[opts.get("yorn_extraction", "vlmevalkit")]
                 hit = str(row["answer"]) == extract(text)
             else:
-                hit = bool(_ocr.ocrbench_hit(text, _vqa.parse_answer_list(row["answer"]), row.get("category")))
-        except Exception:  # noqa: BLE001 -- a per-sample hit is informational only
+                hit = bool(
+                    _ocr.ocrbench_hit(text, _vqa.parse_answer_list(row["answer"]), row.get("category"))
+                )
+        except Exception:  # noqa: BLE001, S112 -- a per-sample hit is informational only
             continue
         out[_key(row["index"])] = hit
     return out
@@ -469,7 +524,9 @@ def _json_default(o):
 
 def _dump_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
 
 
@@ -490,11 +547,26 @@ def _write_report(out: Path, summary: dict, echo: bool) -> None:
 # ======================================================================================
 
 
-def evaluate(model, tokenizer, benchmark, data_tsv, out_dir, limit: int | None = None, batch_size: int = 8,
-             max_new_tokens: int | None = None, *, judge: Callable[[str], str] | None = None,
-             multi_scale: bool = True, progress: bool = True, overwrite: bool = False, retry_errors: bool = False,
-             model_path=None, echo: bool = True, config: Mapping | None = None,
-             score_options: Mapping | None = None) -> dict:
+def evaluate(
+    model,
+    tokenizer,
+    benchmark,
+    data_tsv,
+    out_dir,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    *,
+    judge: Callable[[str], str] | None = None,
+    multi_scale: bool = True,
+    progress: bool = True,
+    overwrite: bool = False,
+    retry_errors: bool = False,
+    model_path=None,
+    echo: bool = True,
+    config: Mapping | None = None,
+    score_options: Mapping | None = None,
+) -> dict:
     """Generate (or reuse cached) predictions for ``benchmark`` and score them; returns the summary dict.
 
     Args:
@@ -542,10 +614,17 @@ def evaluate(model, tokenizer, benchmark, data_tsv, out_dir, limit: int | None =
     rows = data.rows if limit is None else data.rows[:limit]
 
     gen = _BatchGenerator(model, tokenizer, spec, data_path.resolve().parent, max_new_tokens, multi_scale)
-    fingerprint = {"benchmark": spec.name, "data_file": data_path.name, "data_bytes": data_path.stat().st_size,
-                   "prompt_style": spec.prompt_style, "max_new_tokens": max_new_tokens, "multi_scale": multi_scale,
-                   "template": gen.template, "system_message": model.config.system_message,
-                   "model": _model_fingerprint(model)}
+    fingerprint = {
+        "benchmark": spec.name,
+        "data_file": data_path.name,
+        "data_bytes": data_path.stat().st_size,
+        "prompt_style": spec.prompt_style,
+        "max_new_tokens": max_new_tokens,
+        "multi_scale": multi_scale,
+        "template": gen.template,
+        "system_message": model.config.system_message,
+        "model": _model_fingerprint(model),
+    }
     _check_run_config(out, fingerprint, overwrite)
 
     pred_path = out / PREDICTIONS_FILE
@@ -560,12 +639,20 @@ def evaluate(model, tokenizer, benchmark, data_tsv, out_dir, limit: int | None =
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=spec.name, unit="sample", disable=not progress or not todo, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo),
+        desc=spec.name,
+        unit="sample",
+        disable=not progress or not todo,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    was_training = model.training
+    model.eval()
     try:
         with pred_path.open("a", encoding="utf-8") as fh:
             for start in range(0, len(todo), batch_size):
-                records = _run_batch(gen, todo[start:start + batch_size])
+                records = _run_batch(gen, todo[start : start + batch_size])
                 for rec in records:
                     fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
                     cache[_key(rec["index"])] = rec
@@ -574,11 +661,15 @@ def evaluate(model, tokenizer, benchmark, data_tsv, out_dir, limit: int | None =
                 bar.update(len(records))
     finally:
         bar.close()
+        model.train(was_training)
     seconds = time.perf_counter() - t0
 
     preds = {r["index"]: cache[_key(r["index"])].get("prediction") for r in rows}
-    errors = [{"index": r["index"], "error": cache[_key(r["index"])]["error"]}
-              for r in rows if cache[_key(r["index"])].get("error")]
+    errors = [
+        {"index": r["index"], "error": cache[_key(r["index"])]["error"]}
+        for r in rows
+        if cache[_key(r["index"])].get("error")
+    ]
     for e in errors[:_MAX_LISTED]:
         _log(f"navil eval: sample {e['index']!r} failed: {e['error']}")
 
@@ -590,31 +681,61 @@ def evaluate(model, tokenizer, benchmark, data_tsv, out_dir, limit: int | None =
     _rewrite_predictions(pred_path, data.rows, cache, spec, judge is None, dict(score_options or {}))
 
     summary = {
-        "benchmark": spec.name, "score": result.get("score"), "unit": result.get("unit"),
-        "status": result.get("status"), "result": result,
-        "model": None if model_path is None else str(model_path), "data": str(data_path),
-        "scored_tsv": str(scored_tsv), "predictions": str(pred_path), "limit": limit, "n_selected": len(rows),
-        "n_malformed": len(data.malformed), "malformed": [m.as_dict() for m in data.malformed[:_MAX_LISTED]],
-        "n_errors": len(errors), "errors": errors[:_MAX_LISTED],
-        "config": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "multi_scale": multi_scale,
-                   "template": gen.template, "prompt_style": spec.prompt_style, "greedy": True,
-                   "judge": judge is not None, "device": str(gen.device),
-                   "dtype": fingerprint["model"]["dtype"], **dict(config or {})},
+        "benchmark": spec.name,
+        "score": result.get("score"),
+        "unit": result.get("unit"),
+        "status": result.get("status"),
+        "result": result,
+        "model": None if model_path is None else str(model_path),
+        "data": str(data_path),
+        "scored_tsv": str(scored_tsv),
+        "predictions": str(pred_path),
+        "limit": limit,
+        "n_selected": len(rows),
+        "n_malformed": len(data.malformed),
+        "malformed": [m.as_dict() for m in data.malformed[:_MAX_LISTED]],
+        "n_errors": len(errors),
+        "errors": errors[:_MAX_LISTED],
+        "config": {
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "multi_scale": multi_scale,
+            "template": gen.template,
+            "prompt_style": spec.prompt_style,
+            "greedy": True,
+            "judge": judge is not None,
+            "device": str(gen.device),
+            "dtype": fingerprint["model"]["dtype"],
+            **dict(config or {}),
+        },
         "versions": _versions(),
-        "timing": {"seconds": seconds, "generated": len(todo), "cached": n_cached,
-                   "samples_per_second": len(todo) / seconds if todo and seconds > 0 else None},
+        "timing": {
+            "seconds": seconds,
+            "generated": len(todo),
+            "cached": n_cached,
+            "samples_per_second": len(todo) / seconds if todo and seconds > 0 else None,
+        },
     }
     summary = _jsonable(summary)
     _write_report(out, summary, echo)
     return summary
 
 
-def _rewrite_predictions(path: Path, all_rows: list, cache: dict, spec: BenchmarkSpec, rule_hits: bool,
-                         options: dict) -> None:
+def _rewrite_predictions(
+    path: Path, all_rows: list, cache: dict, spec: BenchmarkSpec, rule_hits: bool, options: dict
+) -> None:
     """Rewrite the cache in TSV order with answer / category / hit (entries of unknown rows kept last)."""
     by_key = {_key(r["index"]): r for r in all_rows}
-    hits = sample_hits(spec, [r for r in all_rows if _key(r["index"]) in cache],
-                       {k: v.get("prediction") for k, v in cache.items()}, **options) if rule_hits else {}
+    hits = (
+        sample_hits(
+            spec,
+            [r for r in all_rows if _key(r["index"]) in cache],
+            {k: v.get("prediction") for k, v in cache.items()},
+            **options,
+        )
+        if rule_hits
+        else {}
+    )
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         keys = [k for k in by_key if k in cache] + [k for k in cache if k not in by_key]
@@ -634,8 +755,16 @@ def _rewrite_predictions(path: Path, all_rows: list, cache: dict, spec: Benchmar
     tmp.replace(path)
 
 
-def score_predictions(benchmark, data_tsv, predictions, *, judge: Callable[[str], str] | None = None,
-                      out_dir=None, echo: bool = False, score_options: Mapping | None = None) -> dict:
+def score_predictions(
+    benchmark,
+    data_tsv,
+    predictions,
+    *,
+    judge: Callable[[str], str] | None = None,
+    out_dir=None,
+    echo: bool = False,
+    score_options: Mapping | None = None,
+) -> dict:
     """Score saved predictions without a model.
 
     ``predictions``: a JSONL path (lines ``{"index": ..., "prediction": ...}``) or a ``{index: text}``
@@ -658,13 +787,25 @@ def score_predictions(benchmark, data_tsv, predictions, *, judge: Callable[[str]
         if isinstance(e, NavilError):
             raise
         raise NavilError(f"cannot score {data_path}: {e}") from e
-    summary = _jsonable({
-        "benchmark": spec.name, "score": result.get("score"), "unit": result.get("unit"),
-        "status": result.get("status"), "result": result, "model": None, "data": str(data_path),
-        "scored_tsv": str(data_path), "predictions": pred_file, "limit": None,
-        "n_malformed": result.get("n_malformed"), "malformed": result.get("malformed"), "n_errors": 0,
-        "config": {"judge": judge is not None}, "versions": _versions(),
-    })
+    summary = _jsonable(
+        {
+            "benchmark": spec.name,
+            "score": result.get("score"),
+            "unit": result.get("unit"),
+            "status": result.get("status"),
+            "result": result,
+            "model": None,
+            "data": str(data_path),
+            "scored_tsv": str(data_path),
+            "predictions": pred_file,
+            "limit": None,
+            "n_malformed": result.get("n_malformed"),
+            "malformed": result.get("malformed"),
+            "n_errors": 0,
+            "config": {"judge": judge is not None},
+            "versions": _versions(),
+        }
+    )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -677,8 +818,16 @@ def score_predictions(benchmark, data_tsv, predictions, *, judge: Callable[[str]
 # ======================================================================================
 
 
-def openai_judge(url: str, model: str, api_key: str | None = None, *, timeout: float = 120.0, retries: int = 3,
-                 max_tokens: int = 1024, temperature: float = 0.0) -> Callable[[str], str]:
+def openai_judge(
+    url: str,
+    model: str,
+    api_key: str | None = None,
+    *,
+    timeout: float = 120.0,
+    retries: int = 3,
+    max_tokens: int = 1024,
+    temperature: float = 0.0,
+) -> Callable[[str], str]:
     """A ``judge(prompt) -> str`` calling an OpenAI-compatible chat-completions endpoint.
 
     ``url`` may be the full ``.../chat/completions`` URL or the API base (``http://host:8000`` or
@@ -691,8 +840,14 @@ def openai_judge(url: str, model: str, api_key: str | None = None, *, timeout: f
     key = api_key or os.environ.get("NAVIL_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
 
     def judge(prompt: str) -> str:
-        body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": temperature, "max_tokens": max_tokens}).encode()
+        body = json.dumps(
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -705,7 +860,8 @@ def openai_judge(url: str, model: str, api_key: str | None = None, *, timeout: f
                 return str(reply["choices"][0]["message"]["content"]).strip()
             except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
                 last = e
-                time.sleep(min(2.0 ** attempt, 10.0))
+                if attempt + 1 < retries:
+                    time.sleep(min(2.0**attempt, 10.0))
         _log(f"navil eval: judge call failed after {retries} tries: {last}")
         return "Failed to obtain answer via API."
 

@@ -15,6 +15,7 @@ imported; :mod:`navil.eval.runner` imports it, so ``score("NaViL_Synthetic", ...
   chance / above_chance per category. Option ``max_objects`` (default 5) must match the generator setting
   for the ``count`` chance to be right.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,8 +62,14 @@ def _chance(category, max_objects: int) -> float | None:
     return 100.0 * _syn.category_chance(category, max_objects)
 
 
-def synthetic_scorer(rows: Sequence[Mapping], predictions: Mapping, spec, *,
-                     max_objects: int = _syn.DEFAULT_MAX_OBJECTS, **_: object) -> dict:
+def synthetic_scorer(
+    rows: Sequence[Mapping],
+    predictions: Mapping,
+    spec,
+    *,
+    max_objects: int = _syn.DEFAULT_MAX_OBJECTS,
+    **_: object,
+) -> dict:
     """Custom scorer (``scorer(rows, predictions, spec, **options)``) for :data:`NAME`."""
     per_cat: dict[str, list[bool]] = {}
     hits = []
@@ -76,8 +83,13 @@ def synthetic_scorer(rows: Sequence[Mapping], predictions: Mapping, spec, *,
         acc = 100.0 * sum(values) / len(values)
         ch = _chance(cat, max_objects)
         categories[cat], chance[cat] = acc, ch
-        details[cat] = {"n": len(values), "correct": int(sum(values)), "accuracy": acc, "chance": ch,
-                        "above_chance": None if ch is None else acc - ch}
+        details[cat] = {
+            "n": len(values),
+            "correct": int(sum(values)),
+            "accuracy": acc,
+            "chance": ch,
+            "above_chance": None if ch is None else acc - ch,
+        }
     chances = [_chance(str(r.get("category")), max_objects) for r in rows]
     known = [c for c in chances if c is not None]
     return {
@@ -111,7 +123,16 @@ def default_tsv(out_dir, n: int = DEFAULT_N, seed: int = DEFAULT_SEED, split: st
 
 
 if NAME not in BENCHMARKS:
-    register_benchmark(NAME, BenchmarkSpec(
-        NAME, "custom", "exact_match_normalized", "plain", scorer=synthetic_scorer,
-        description="navil synthetic test split (colour/shape/count/position/ocr/chart); exact match after "
-                    "lower-casing and stripping punctuation/whitespace; per-category chance reported"))
+    register_benchmark(
+        NAME,
+        BenchmarkSpec(
+            NAME,
+            "custom",
+            "exact_match_normalized",
+            "plain",
+            scorer=synthetic_scorer,
+            description="navil synthetic test split (colour/shape/count/position/ocr/chart); "
+            "exact match after "
+            "lower-casing and stripping punctuation/whitespace; per-category chance reported",
+        ),
+    )
