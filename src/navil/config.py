@@ -241,18 +241,24 @@ class NaViLConfig:
         return dataclasses.asdict(self)
 
 
-def _get(raw: dict, key: str, typ: type | tuple, default: Any, section: str) -> Any:
+def typed_field(raw: dict, key: str, typ: type | tuple, default: Any, name: str) -> Any:
+    """raw[key] checked against `typ` (ints accepted as floats; null or absent -> default); `name` is how
+    error messages call the field."""
     value = raw.get(key, default)
-    if value is None and default is None:
-        return None
+    if value is None:
+        return default
     if isinstance(value, bool) and typ in (int, float):
-        raise ConfigError(f"config field '{section}.{key}': expected {typ.__name__}, got {value!r}")
+        raise ConfigError(f"{name}: expected {typ.__name__}, got {value!r}")
     if typ is float and isinstance(value, int):
         value = float(value)
     if not isinstance(value, typ):
-        name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise ConfigError(f"config field '{section}.{key}': expected {name}, got {value!r}")
+        type_name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ConfigError(f"{name}: expected {type_name}, got {value!r}")
     return value
+
+
+def _get(raw: dict, key: str, typ: type | tuple, default: Any, section: str) -> Any:
+    return typed_field(raw, key, typ, default, f"config field '{section}.{key}'")
 
 
 def _need(raw: dict, key: str, section: str) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from navil.checkpoint.io import build_empty, load_state_checked, read_tensors
 from navil.checkpoint.official import llm_to_navil
-from navil.config import VISION_PRESETS, LLMConfig, NaViLConfig, VisionConfig
+from navil.config import VISION_PRESETS, LLMConfig, NaViLConfig, VisionConfig, typed_field
 from navil.errors import CheckpointError, ConfigError
 from navil.model.layers import RMSNorm
 from navil.model.navil import NaViL
@@ -54,17 +54,7 @@ _RESERVED_FIELDS = ("vision", "llm", "special_token_ids")
 
 # ---- HF config.json -> LLMConfig ---------------------------------------------------------------------------
 def _field(raw: dict, key: str, typ: type | tuple, default: Any) -> Any:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) and typ in (int, float):
-        raise ConfigError(f"LLM config.json field '{key}': expected {typ.__name__}, got {value!r}")
-    if typ is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, typ):
-        name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise ConfigError(f"LLM config.json field '{key}': expected {name}, got {value!r}")
-    return value
+    return typed_field(raw, key, typ, default, f"LLM config.json field '{key}'")
 
 
 def _rope(raw: dict) -> tuple[float, dict | None]:
