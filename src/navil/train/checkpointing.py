@@ -75,9 +75,19 @@ def prune_checkpoints(root: str | Path, keep_last: int) -> list[Path]:
         removed.append(p)
     if keep_last > 0:
         for _, p in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(p, ignore_errors=True)
+            _discard(p)
             removed.append(p)
     return removed
+
+
+def _discard(path: Path) -> None:
+    """Remove a checkpoint folder: first renamed out of the `step-N` namespace (atomic), then deleted, so a
+    crash half-way never leaves a half-deleted folder that looks complete."""
+    doomed = path.with_name(path.name + ".old.tmp")
+    if doomed.exists():
+        shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _test_crash(var: str, step: int) -> None:
@@ -185,7 +195,7 @@ def read_optimizer_files(ckpt: Path) -> dict[str, Any]:
     meta = json.loads((ckpt / "optimizer.json").read_text())
     state: dict[str, dict[str, Any]] = {}
     with safe_open(str(ckpt / "optimizer.safetensors"), framework="pt") as f:
-        for name in f.keys():
+        for name in f.keys():  # noqa: SIM118 (safe_open is no dict)
             _, rest = name.split("/", 1)
             fqn, key = rest.rsplit("/", 1)
             state.setdefault(fqn, {})[key] = f.get_tensor(name)
@@ -212,6 +222,9 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, ckp
                               f"checkpoint use model.init=navil model.path={ckpt / 'model'} without --resume)")
     model.zero_grad(set_to_none=True)  # the loader initialises missing state with a zero-LR step
     set_optimizer_state_dict(model, optimizer, osd, options=StateDictOptions(full_state_dict=True))
+    for g in optimizer.param_groups:  # the state-dict API hands containers back as lists
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
 
 
 # ---- RNG ------------------------------------------------------------------------------------------------------
@@ -253,7 +266,7 @@ def load_rng(ckpt: Path, rank: int) -> bool:
     if not file.is_file():
         return False
     with safe_open(str(file), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     set_rng_state(tensors, json.loads((ckpt / "rng" / f"rank{rank}.json").read_text()))
     return True
 
@@ -287,7 +300,7 @@ def save_checkpoint(root: Path, step: int, *, model: nn.Module, optimizer: torch
         _test_crash("NAVIL_TEST_CRASH_IN_SAVE", step)
         _write_json(tmp / STATE_FILE, {"format": FORMAT, **trainer_state})  # the completeness marker
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
         _fsync_dir(root)
         prune_checkpoints(root, keep_last)

@@ -141,7 +141,7 @@ class TrainConfig:
     def warmup_steps(self) -> int:
         if self.schedule.warmup_steps is not None:
             return self.schedule.warmup_steps
-        return int(round(self.schedule.warmup_ratio * self.max_steps))
+        return round(self.schedule.warmup_ratio * self.max_steps)
 
     def grad_accum(self, world_size: int) -> int:
         if self.batch.global_packs % world_size:
@@ -168,6 +168,13 @@ class TrainConfig:
         d = self.data
         _check(bool(d.sources) or d.synthetic is not None, "data.sources",
                "no data: give data.sources (a list of {path, root, weight, kind}) or data.synthetic")
+        if d.sources:
+            from navil.data.loader import DataSource
+
+            try:
+                DataSource.parse(d.sources)
+            except ConfigError as e:
+                raise ConfigError(f"config field 'data.sources': {e}") from None
         _check(d.max_tokens > 0, "data.max_tokens", f"must be positive, got {d.max_tokens}")
         _check(d.max_patches is None or d.max_patches > 0, "data.max_patches",
                f"must be positive or null, got {d.max_patches}")

@@ -30,8 +30,10 @@ def _doc_lengths(cu_seqlens: torch.Tensor) -> list[int]:
 
 def pack_train_flops(config: NaViLConfig, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None,
                      image_grid_thw: torch.Tensor | None, num_loss_tokens: int,
-                     trainable: set[str] | frozenset[str] | tuple[str, ...]) -> float:
-    """Model FLOPs of one training forward+backward over a pack (see module docstring)."""
+                     trainable: set[str] | frozenset[str] | tuple[str, ...], attention: bool = True) -> float:
+    """Model FLOPs of one training forward+backward over a pack (see module docstring); `attention=False`
+    leaves out the attention score/value products (to compare with torch's FlopCounterMode, which does not
+    count CPU SDPA kernels)."""
     from navil.model.quirks import VISUAL_EXPERT_TOKENS
     from navil.model.vision import plan_windows
 
@@ -64,7 +66,8 @@ def pack_train_flops(config: NaViLConfig, input_ids: torch.Tensor, cu_seqlens: t
     flops += L * n_visual * (vis_attn + ffn_macs * mult(vis_ffn_cat))
     # causal attention within documents: QK^T and AV, each seq*(seq+1)/2 * nh * hd MACs
     docs = _doc_lengths(cu_seqlens) if cu_seqlens is not None else [t_total]
-    flops += L * 6.0 * sum(s * (s + 1) / 2 * nh * hd * 2 for s in docs)
+    if attention:
+        flops += L * 6.0 * sum(s * (s + 1) / 2 * nh * hd * 2 for s in docs)
     # LM head at scored positions
     flops += num_loss_tokens * h * m.vocab_size * mult("embeddings" if m.tie_word_embeddings else "lm_head")
     # vision encoder + connector
@@ -78,7 +81,7 @@ def pack_train_flops(config: NaViLConfig, input_ids: torch.Tensor, cu_seqlens: t
         flops += v.num_hidden_layers * n_patch * block_macs * mult("vision")
         plan = plan_windows(grids, config.merge_size, v.window_size)
         full = v.fullatt_block_indexes
-        for i in range(v.num_hidden_layers):
+        for i in range(v.num_hidden_layers if attention else 0):
             lens = plan.full_lens if (full is None or i in full) else plan.window_lens
             flops += 6.0 * sum(s * s * c * 2 for s in lens)
         units = n_patch // config.merge_size ** 2
@@ -97,8 +100,9 @@ def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype | 
     key = f"{device}:{dtype}:{torch.get_num_threads()}"
     if key in _PEAK_CACHE:
         return _PEAK_CACHE[key]
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(0)  # leave the global RNG alone (exact resume)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(2):
         a @ b
@@ -162,7 +166,7 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
-            except Exception:  # tensorboard not installed
+            except ImportError:  # tensorboard not installed
                 self.tb = None
         if progress:
             from tqdm.auto import tqdm

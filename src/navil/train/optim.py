@@ -3,7 +3,8 @@ that works on plain tensors and on FSDP2's sharded DTensor gradients alike."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn

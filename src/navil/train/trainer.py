@@ -13,6 +13,9 @@ gradients, and therefore the weights, do not depend on W or on the accumulation 
 Under FSDP2 every rank must run the same modules (their all-gathers are collectives): a pack without
 images gets a zero-loss one-patch dummy image document appended, so the vision encoder, connector and
 visual experts run (with exactly-zero gradient contributions) on every rank.
+
+Test hooks (crash safety): env NAVIL_TEST_CRASH_AT_STEP=k SIGKILLs the process right after step k (and its
+checkpoint, if any); NAVIL_TEST_CRASH_IN_SAVE=k SIGKILLs it in the middle of writing checkpoint k.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from navil.errors import ConfigError, NavilError
+from navil.errors import ConfigError
 from navil.train import checkpointing as ckpt_io
 from navil.train.config import BUILTIN_BYTE_TOKENIZER, TrainConfig
 from navil.train.metrics import MetricsLogger, measure_peak_flops, pack_train_flops, run_metadata
@@ -95,11 +98,12 @@ def build_model(cfg: TrainConfig, out: Path) -> tuple[Any, Any]:
     m = cfg.model
     if m.init == "navil":
         model = load_model(m.path)
-        tok = load_tokenizer(m.tokenizer or m.path)
+        # the checkpoint's own tokenizer (its special-token ids are baked into the model) unless a folder is named
+        tok = load_tokenizer(m.tokenizer if m.tokenizer not in (None, BUILTIN_BYTE_TOKENIZER) else m.path)
         return model.train(), tok
     vision = _vision_config(m.vision)
-    common = dict(seed=cfg.seed, attention_experts=m.attention_experts, ffn_experts=m.ffn_experts,
-                  copy_visual_experts=m.copy_visual_experts)
+    common = {"seed": cfg.seed, "attention_experts": m.attention_experts, "ffn_experts": m.ffn_experts,
+              "copy_visual_experts": m.copy_visual_experts}
     if m.init == "llm":
         model = init_from_llm(m.llm_path, vision, tokenizer=resolve_tokenizer(m.tokenizer, out), **common,
                               **m.overrides)
@@ -182,22 +186,25 @@ class Trainer:
         cfg, env = self.cfg, self.env
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(cfg.to_yaml())
-            prepare_tokenizer(cfg.model.tokenizer, self.out)
-            synthetic_source(cfg, self.out, create=True)
-        env.barrier()
-        _seed_all(cfg.seed)
-
         ckpt = None
+        found = ckpt_io.latest_checkpoint(self.ckpt_root) if env.is_main else None
+        found = env.broadcast_object(str(found) if found else None)
         if resume:
-            found = ckpt_io.latest_checkpoint(self.ckpt_root) if env.is_main else None
-            found = env.broadcast_object(str(found) if found else None)
             if found is None:
                 self.say(f"--resume: no complete checkpoint under {self.ckpt_root}; starting from step 0")
             else:
                 ckpt = Path(found)
+        elif found is not None:
+            raise ConfigError(f"config field 'out': {self.out} already holds checkpoints of a run (newest: "
+                              f"{Path(found).name}); pass --resume to continue it, or choose another out=")
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(cfg.to_yaml())
+            if cfg.model.init != "navil":
+                prepare_tokenizer(cfg.model.tokenizer, self.out)
+            synthetic_source(cfg, self.out, create=True)
+        env.barrier()
+        _seed_all(cfg.seed)
         self.ckpt_state = ckpt_io.read_trainer_state(ckpt) if ckpt else None
 
         if ckpt is not None:
@@ -259,7 +266,8 @@ class Trainer:
         elif env.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
-        self.peak = cfg.peak_flops or measure_peak_flops(env.device)
+        peak_dtype = torch.bfloat16 if env.device.type == "cuda" and cfg.dtype == "bfloat16" else torch.float32
+        self.peak = cfg.peak_flops or measure_peak_flops(env.device, peak_dtype)
         n_params = sum(v["params"] for v in self.summary.values())
         n_train = sum(v["params"] for v in self.summary.values() if v["trainable"])
         if env.is_main:
@@ -295,8 +303,9 @@ class Trainer:
         pv, thw = pack.pixel_values, pack.image_grid_thw
         if self.env.is_distributed and pv is None:
             ids, labels, cu, pv, thw = with_dummy_image(self.config, ids, labels, cu)
-        return dict(input_ids=ids.to(dev), labels=labels.to(dev), cu_seqlens=cu.to(dev),
-                    pixel_values=None if pv is None else pv.to(dev), image_grid_thw=None if thw is None else thw.to(dev))
+        return {"input_ids": ids.to(dev), "labels": labels.to(dev), "cu_seqlens": cu.to(dev),
+                "pixel_values": None if pv is None else pv.to(dev),
+                "image_grid_thw": None if thw is None else thw.to(dev)}
 
     def train_step(self, step: int) -> dict[str, Any]:
         env, model = self.env, self.model
@@ -359,6 +368,9 @@ class Trainer:
         window = {"tokens": 0, "flops": 0.0, "time": 0.0}
         record = None
         last_saved = None
+        if self.step >= cfg.max_steps:
+            self.say(f"already at step {self.step} >= max_steps={cfg.max_steps}: nothing to do "
+                     "(raise max_steps to train further)")
         try:
             while self.step < cfg.max_steps:
                 step = self.step + 1
@@ -390,6 +402,7 @@ class Trainer:
                 ckpt_io._test_crash("NAVIL_TEST_CRASH_AT_STEP", step)
         finally:
             self.logger.close()
+            self.loader.close()
         return {"step": self.step, "loss": record["loss"] if record else None,
                 "checkpoint": str(last_saved) if last_saved else None, "out": str(self.out)}
 
@@ -426,5 +439,3 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     finally:
         env.shutdown()
 
-
-__all__ = ["Trainer", "train", "build_model", "with_dummy_image", "NavilError"]
