@@ -11,24 +11,10 @@ import resource
 import time
 
 import torch
+from bench_setup import bench_config, bench_inputs
 from torch.utils.flop_counter import FlopCounterMode
 
-from navil.config import LLMConfig, NaViLConfig, VisionConfig
 from navil.model.navil import NaViL
-
-SPECIAL = list(range(4000, 4012))
-
-
-def bench_config() -> NaViLConfig:
-    return NaViLConfig(
-        vision=VisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                            window_size=8, fullatt_block_indexes=[3]),
-        llm=LLMConfig(family="internlm2", vocab_size=4096, hidden_size=512, intermediate_size=1408,
-                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4, qk_norm=False,
-                      rope_theta=1e6),
-        special_token_ids=SPECIAL,
-    )
-
 
 def timed(fn, repeat: int = 3) -> float:
     fn()  # warm-up
@@ -45,15 +31,6 @@ def peak_matmul_flops(n: int = 1024) -> float:
     return 2 * n**3 / timed(lambda: a @ b, repeat=5)
 
 
-def sequence(num_context: int, length: int) -> torch.Tensor:
-    """A prompt with one image block of `num_context` <IMG_CONTEXT> tokens (exact layout is irrelevant)."""
-    ids = torch.randint(10, 3000, (length,))
-    ids[5] = SPECIAL[4]  # <img>
-    ids[6:6 + num_context] = SPECIAL[2]
-    ids[6 + num_context] = SPECIAL[3]  # </img>
-    return ids[None]
-
-
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -63,20 +40,15 @@ def main() -> None:
     with torch.no_grad():
         vit_s = timed(lambda: model.vision_model(big_pixels, big), repeat=2)
     vit_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
-    # one 448x320 image at 4 scales: 28x20, 20x14 (approx.), 14x10, 10x8 patch grids
-    grids = torch.tensor([[1, 10, 8], [1, 14, 10], [1, 20, 14], [1, 28, 20]])
-    n_patches = int(grids.prod(-1).sum())
-    pixel_values = torch.randn(n_patches, 3, 16, 16)
+    train = bench_inputs(model.config, 675)
+    pixel_values, grids = train["pixel_values"], train["image_grid_thw"]
+    n_patches = pixel_values.shape[0]
     n_ctx = n_patches // 4
     results: dict[str, float] = {"patches": n_patches, "image_tokens": n_ctx}
-
-    train_ids = sequence(n_ctx, 675)
-    labels = train_ids.clone()
     model.train()
 
     def step() -> None:
-        out = model(input_ids=train_ids, pixel_values=pixel_values, image_grid_thw=grids, labels=labels,
-                    return_logits=False)
+        out = model(**train, return_logits=False)
         out.loss.backward()
 
     results["train_step_s"] = timed(step)
@@ -88,7 +60,7 @@ def main() -> None:
     peak = peak_matmul_flops()
     results["train_step_pct_of_peak"] = 100 * train_flops / results["train_step_s"] / peak
 
-    prompt = sequence(n_ctx, 548)
+    prompt = bench_inputs(model.config, 548)["input_ids"]
     with torch.no_grad():
         results["prefill_s"] = timed(lambda: model.generate(input_ids=prompt, pixel_values=pixel_values,
                                                             image_grid_thw=grids, max_new_tokens=1,

@@ -21,48 +21,23 @@ import statistics
 import time
 
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from navil.config import LLMConfig, NaViLConfig, VisionConfig
+from bench_setup import bench_config, bench_inputs
+
+from navil.config import NaViLConfig
 from navil.model.navil import NaViL
-from navil.processing.image import ImageProcessor
 from navil.train.config import TrainConfig
 from navil.train.metrics import measure_peak_flops, pack_train_flops
 from navil.train.optim import LRSchedule, build_optimizer, clip_grad_norm
 from navil.train.parallelize import parallelize
 from navil.train.stages import STAGE_TRAINABLE, apply_stage
 
-SPECIAL = list(range(4000, 4012))
 OFFICIAL_FWD_BWD_S = 1.36  # DESIGN.md: the official code's train step (fwd+bwd) on this kind of machine
 
 
-def bench_config() -> NaViLConfig:
-    return NaViLConfig(
-        vision=VisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                            window_size=8, fullatt_block_indexes=[3]),
-        llm=LLMConfig(family="internlm2", vocab_size=4096, hidden_size=512, intermediate_size=1408,
-                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4, qk_norm=False,
-                      rope_theta=1e6),
-        special_token_ids=SPECIAL, min_dynamic_patch=64,
-    )
-
-
 def batch(config: NaViLConfig) -> dict:
-    proc = ImageProcessor(min_pixels=config.min_dynamic_patch * 256, max_pixels=config.max_dynamic_patch * 256)
-    img = Image.effect_noise((448, 320), 60).convert("RGB")
-    images = proc([img], multi_scale=True)
-    n_ctx = images.pixel_values.shape[0] // 4
-    length = 675
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, 3000, (length,), generator=g)
-    ids[5] = SPECIAL[4]  # <img>
-    ids[6:6 + n_ctx] = SPECIAL[2]  # <IMG_CONTEXT>
-    ids[6 + n_ctx] = SPECIAL[3]  # </img>
-    labels = torch.full((length,), -100)
-    labels[-100:] = ids[-100:]
-    return {"input_ids": ids[None], "labels": labels[None], "cu_seqlens": torch.tensor([0, length]),
-            "pixel_values": images.pixel_values, "image_grid_thw": images.image_grid_thw}
+    return bench_inputs(config, 675)
 
 
 def measure(stage: str, ac: bool, inputs: dict, repeat: int, peak: float) -> dict:
