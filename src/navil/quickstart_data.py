@@ -1,0 +1,202 @@
+"""Data and tokenizer for `navil quickstart`: the synthetic sets of every phase, generated once into
+`OUT/data` (a second run with the same settings reuses them), and a small word-level tokenizer.
+
+Word-level tokenizer: the synthetic language has ~200 distinct words, so a `tokenizers` WordLevel model over
+that vocabulary (whitespace/punctuation pre-tokenizer) makes every answer a single token and a question
+~10 tokens (the byte tokenizer needs 4-6 tokens per word). It carries `<pad> <s> </s> [UNK]`,
+`<|im_start|> <|im_end|>` and the 12 NaViL special tokens, so `navil.load_tokenizer` reads it like any
+checkpoint's tokenizer.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
+
+DATA_VERSION = 4
+_WORD = re.compile(r"\w+|[^\w\s]+")
+SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
+
+
+@dataclass
+class DataSizes:
+    """Sample counts per generated set (images; QA sets carry several questions per image)."""
+
+    text: int = 6000          # text-only conversations for the text LLM (captions + questions, no images)
+    s1_easy: int = 1500       # stage 1 captions: one object (colour/shape)
+    s1_medium: int = 2000     # stage 1 captions: <= 3 objects, colour/shape/count/position scenes
+    s1_full: int = 5000       # stage 1 captions: every category
+    s2_easy: int = 1500       # stage 2 curriculum: one object, colour + shape questions
+    s2_medium: int = 2500     # stage 2 curriculum: <= 3 objects, colour/shape questions (binding)
+    s2_qa: int = 6000         # stage 2: question answering, `qpi` questions per image, every category
+    qpi: int = 8              # questions per image in the full QA set (fewer when a scene has fewer)
+    val: int = 240            # validation (learning curve), balanced, one question per image
+    test: int = 600           # held-out test split (TSV), balanced
+
+    def scaled(self, factor: float) -> DataSizes:
+        d = asdict(self)
+        for k, v in d.items():
+            if k != "qpi":
+                d[k] = max(12 if k in ("val", "test") else 24, round(v * factor))
+        return DataSizes(**d)
+
+
+def _say(msg: str) -> None:
+    print(f"[navil quickstart] {msg}", flush=True)
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------------------
+def synthetic_vocabulary(seed: int = 0, n: int = 3000) -> list[str]:
+    """Every word/punctuation token the synthetic generators, the prompts and the chat templates use."""
+    from navil.data.synthetic import (
+        CAPTION_PROMPT,
+        CATEGORIES,
+        COLORS,
+        OCR_WORDS,
+        POSITIONS,
+        SHAPES,
+        SHORT_ANSWER_PROMPT,
+        answer_set,
+        iter_samples,
+    )
+    from navil.processing.chat import TEMPLATES
+
+    words: dict[str, None] = {}
+
+    def add(text: str) -> None:
+        for w in _WORD.findall(text):
+            words.setdefault(w, None)
+
+    for c in CATEGORIES:
+        for a in answer_set(c):
+            add(a)
+    for w in (*COLORS, *SHAPES, *OCR_WORDS, *POSITIONS):
+        add(w)
+    add(CAPTION_PROMPT)
+    add(SHORT_ANSWER_PROMPT)
+    add("system user assistant think /think Answer with a single word . yes no")
+    for t in TEMPLATES.values():
+        add(t.system_template.replace("{system_message}", "") + " " + " ".join(t.roles))
+    for i in range(10):
+        add(str(i))
+    for s in iter_samples("train", n, seed=seed, questions_per_image=8):
+        add(s.caption)
+        for _, q, a in s.turns:
+            add(q)
+            add(a)
+    for s in iter_samples("train", 400, seed=seed, start=10**6, max_objects=1, questions_per_image=4):
+        add(s.caption)
+        for _, q, a in s.turns:
+            add(q)
+    specials = set(NAVIL_SPECIAL_TOKENS) | {IM_START_TOKEN, IM_END_TOKEN} | set(SPECIALS_BEFORE)
+    return [w for w in words if w not in specials and not w.startswith("<|")]
+
+
+def _added(idx: int, content: str) -> dict[str, Any]:
+    return {"id": idx, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": True}
+
+
+def write_word_tokenizer(out_dir: str | Path, words: list[str]) -> Path:
+    """A WordLevel `tokenizer.json` (+ tokenizer_config.json) over `words`; NaViL/chat specials included."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(SPECIALS_BEFORE)}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    added = [_added(i, t) for i, t in enumerate(SPECIALS_BEFORE)]
+    for t in (IM_START_TOKEN, IM_END_TOKEN, *NAVIL_SPECIAL_TOKENS):
+        vocab[t] = len(vocab)
+        added.append(_added(vocab[t], t))
+    doc = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+           "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+           "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}}
+    (out / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+           "pad_token": "<pad>", "unk_token": "[UNK]", "add_bos_token": False, "add_eos_token": False,
+           "model_max_length": 2048}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+# ---- data sets -----------------------------------------------------------------------------------------------
+def _text_jsonl(path: Path, n: int, seed: int) -> None:
+    """Text-only conversations for the text LLM: the questions with their answers, and the captions."""
+    from navil.data.synthetic import CAPTION_PROMPT, format_question, iter_samples
+
+    with open(path, "w", encoding="utf-8") as f:
+        for s in iter_samples("train", n, seed=seed, start=6 * 10**6, questions_per_image=4):
+            if s.index % 3 == 0:
+                conv = [{"from": "human", "value": CAPTION_PROMPT}, {"from": "gpt", "value": s.caption}]
+            else:
+                conv = []
+                for _, q, a in s.turns:
+                    conv += [{"from": "human", "value": format_question(q)}, {"from": "gpt", "value": a}]
+            f.write(json.dumps({"id": f"text-{s.index}", "conversations": conv, "category": s.category}) + "\n")
+
+
+def prepare_data(folder: str | Path, seed: int, sizes: DataSizes) -> dict[str, Any]:
+    """Generate (or reuse) every data set; returns paths. Reuse is keyed on (version, seed, sizes)."""
+    from navil.data.synthetic import CURRICULUM, export_jsonl, export_tsv
+
+    root = Path(folder)
+    spec = {"version": DATA_VERSION, "seed": seed, "sizes": asdict(sizes)}
+    marker = root / "data.json"
+    paths = {
+        "tokenizer": root / "tokenizer",
+        "text": root / "text" / "train_text.jsonl",
+        "s1_easy": root / "s1_easy" / "train_caption.jsonl",
+        "s1_medium": root / "s1_medium" / "train_caption.jsonl",
+        "s1_full": root / "s1_full" / "train_caption.jsonl",
+        "s2_easy": root / "s2_easy" / "train_qa.jsonl",
+        "s2_medium": root / "s2_medium" / "train_qa.jsonl",
+        "s2_qa": root / "s2_qa" / "train_qa.jsonl",
+        "val": root / "val" / "val_qa.jsonl",
+        "test": root / "test" / f"NaViL_Synthetic_test_n{sizes.test}_s{seed}.tsv",
+    }
+    if marker.is_file() and json.loads(marker.read_text()) == spec and all(p.exists() for p in paths.values()):
+        _say(f"reusing the synthetic data in {root}")
+        return {k: str(v) for k, v in paths.items()}
+    t0 = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    _say(f"generating synthetic data into {root} (once; later runs reuse it) ...")
+    write_word_tokenizer(paths["tokenizer"], synthetic_vocabulary(seed))
+    (root / "text").mkdir(parents=True, exist_ok=True)
+    _text_jsonl(paths["text"], sizes.text, seed)
+    jobs = [
+        ("s1_easy", dict(split="train", n=sizes.s1_easy, mode="caption", start=10**6, **CURRICULUM["easy"])),
+        ("s1_medium", dict(split="train", n=sizes.s1_medium, mode="caption", start=2 * 10**6,
+                           **CURRICULUM["medium"])),
+        ("s1_full", {"split": "train", "n": sizes.s1_full, "mode": "caption", "start": 3 * 10**6}),
+        ("s2_easy", dict(split="train", n=sizes.s2_easy, mode="qa", questions_per_image=2, start=4 * 10**6,
+                         **CURRICULUM["easy"])),
+        ("s2_medium", {"split": "train", "n": sizes.s2_medium, "mode": "qa", "questions_per_image": 6,
+                       "start": 5 * 10**6, "categories": ("color", "shape"), "max_objects": 3}),
+        ("s2_qa", {"split": "train", "n": sizes.s2_qa, "mode": "qa", "questions_per_image": sizes.qpi}),
+        ("val", {"split": "val", "n": sizes.val, "mode": "qa", "balanced": True}),
+    ]
+    for name, kw in jobs:
+        t = time.perf_counter()
+        export_jsonl(root / name, seed=seed, **kw)
+        _say(f"  {name:9s} {kw['n']:6d} images  ({time.perf_counter() - t:.1f}s)")
+    export_tsv(paths["test"], sizes.test, seed=seed, split="test")
+    _say(f"  test      {sizes.test:6d} images (held-out test split, balanced TSV)")
+    marker.write_text(json.dumps(spec, indent=1))
+    _say(f"data ready in {time.perf_counter() - t0:.1f}s")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def jsonl_categories(path: str | Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line).get("category", "?") for line in f if line.strip()]
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    prepare_data(sys.argv[1], 0, DataSizes())

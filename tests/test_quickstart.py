@@ -1,0 +1,64 @@
+"""`navil quickstart` end to end on a tiny budget: results.json schema, the model folder loads and answers
+through `navil chat`, and a second run reuses the generated data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from navil.cli import main
+from navil.data.synthetic import CATEGORIES
+
+
+def _mtimes(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_word_tokenizer_single_token_answers(tmp_path):
+    from navil.data.synthetic import answer_set
+    from navil.processing.tokenizer import load_tokenizer
+    from navil.quickstart_data import synthetic_vocabulary, write_word_tokenizer
+
+    write_word_tokenizer(tmp_path / "tok", synthetic_vocabulary(0, n=300))
+    tok = load_tokenizer(tmp_path / "tok", require_navil_tokens=True)
+    unk = tok.token_to_id("[UNK]")
+    for c in CATEGORIES:
+        for a in answer_set(c):
+            ids = tok.encode(a, add_special_tokens=False)
+            assert len(ids) == 1 and ids[0] != unk, (c, a, ids)
+            assert tok.decode(ids, skip_special_tokens=True) == a
+    ids = tok.encode("<|im_start|>user\nWhat color is the star? Answer with a single word.<|im_end|>",
+                     add_special_tokens=False)
+    assert unk not in ids and ids[0] == tok.special_token_ids.im_start and ids[-1] == tok.special_token_ids.im_end
+
+
+def test_quickstart_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    args = ["quickstart", "--out", str(out), "--minutes", "0.3", "--data-scale", "0.02", "--examples", "2"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) >= {"overall_accuracy", "categories", "minutes", "model_dir", "seed"}
+    assert isinstance(res["overall_accuracy"], float) and 0.0 <= res["overall_accuracy"] <= 1.0
+    assert res["seed"] == 0 and res["minutes"] > 0
+    assert set(res["categories"]) == set(CATEGORIES)
+    for name, c in res["categories"].items():
+        assert 0.0 <= c["accuracy"] <= 1.0 and c["n"] > 0 and 0.0 < c["chance"] < 1.0, name
+    assert (out / "curve.jsonl").is_file() and (out / "examples.png").is_file()
+    text = capsys.readouterr().out
+    assert "category" in text and "overall" in text and "stage 1" in text and "stage 2" in text
+
+    # the text LLM is a plain HF folder, the trained model a navil folder that loads and answers
+    assert json.loads((out / "llm" / "config.json").read_text())["model_type"] == "qwen3"
+    import navil
+
+    model = navil.load_model(res["model_dir"])
+    assert model.config.system_message == ""
+    img = next((out / "data" / "val" / "images").glob("*.png"))
+    assert main(["chat", "--model", res["model_dir"], "--image", str(img), "--max-new-tokens", "3",
+                 "What color is the star? Answer with a single word."]) == 0
+    capsys.readouterr()  # the answer of a barely trained model may be any word (or empty)
+
+    # a second run reuses the generated data (no file rewritten)
+    before = _mtimes(out / "data")
+    assert main(args + ["--seed", "0"]) == 0
+    assert _mtimes(out / "data") == before
+    assert "reusing the synthetic data" in capsys.readouterr().out
