@@ -14,10 +14,12 @@ The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10
 4. eval      the held-out test split (balanced TSV) through navil.eval.runner (exact match per category)
 5. examples  a few test images with question, answer and ground truth, printed and saved as one PNG sheet
 
-`--minutes` scales every phase (wall clock, so a busy machine trains fewer steps; torch runs one intra-op
-thread, which on 2 shared cores was 5-50x faster per step than two). Progress lines go to stdout; the per-category validation accuracy
-(first answer token = greedy exact match for single-token answers) is measured about once a minute and
-appended to OUT/curve.jsonl; the final numbers go to OUT/results.json.
+`--minutes` sets a fixed number of optimizer steps per phase (rates measured on 2 CPU cores), so the same
+seed gives the same data, model and accuracy on any machine; wall-clock time varies with the machine. Torch
+runs one intra-op thread, which on 2 shared cores was 5-50x faster per step than two. Progress lines go to
+stdout; the per-category validation accuracy (first answer token = greedy exact match for single-token
+answers) is measured a few times per phase and appended to OUT/curve.jsonl; the final numbers go to
+OUT/results.json.
 """
 from __future__ import annotations
 
@@ -73,7 +75,10 @@ class Preset:
     max_tokens: int = 1536        # tokens per pack (one optimizer step)
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
-    val_every_s: float = 60.0
+    # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on any
+    # machine; --minutes is turned into steps with these rates, measured on 2 shared CPU cores (1 thread).
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 250.0, "stage1": 135.0, "stage2": 140.0})
+    val_points: int = 6            # validation measurements per phase (the learning curve)
 
 
 def _say(msg: str) -> None:
@@ -199,12 +204,11 @@ def _order(d: dict) -> list[str]:
 
 
 # ---- the training loop -----------------------------------------------------------------------------------------
-def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, Any]], seconds: float, lr: float,
+def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, Any]], steps: int, lr: float,
                 p: Preset, validator: Validator | None = None, lr_mult: dict | None = None,
                 log_every_s: float = 10.0) -> dict[str, Any]:
-    """Train `model` for `seconds` of wall clock (validation included). `schedule` lists (start fraction,
-    loader): the curriculum switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the
-    wall-clock budget."""
+    """Train `model` for `steps` optimizer steps. `schedule` lists (start fraction, loader): the curriculum
+    switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps."""
     from navil.train.optim import clip_grad_norm
     from navil.train.stages import apply_stage, param_groups
 
@@ -215,22 +219,18 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     params = [q for g in groups for q in g["params"]]
     model.train()
     _say(f"{name}: {stage}, {n_train / 1e6:.2f}M trainable of {model.num_parameters() / 1e6:.2f}M parameters, "
-         f"{seconds:.0f}s budget")
-    start = time.perf_counter()
-    last_log = last_val = start
-    step = samples = 0
+         f"{steps} steps")
+    start = last_log = time.perf_counter()
+    val_every = max(1, steps // p.val_points)
+    samples = 0
     losses: list[float] = []
     history = []
-    while True:
-        now = time.perf_counter()
-        frac = (now - start) / max(seconds, 1e-9)
-        if frac >= 1.0 and step > 0:
-            break
-        loader = [ld for f0, ld in schedule if frac >= f0][-1] if frac < 1 else schedule[-1][1]
+    for step in range(1, steps + 1):
+        frac = (step - 1) / steps
+        loader = [ld for f0, ld in schedule if frac >= f0][-1]
         pack = next(loader)
-        step += 1
         warm = min(1.0, step / max(1, p.warmup_steps))
-        factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+        factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * factor
         out = model(**pack.model_inputs(), return_logits=False)
@@ -241,21 +241,20 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
         samples += pack.num_samples
         losses.append(float(out.loss.detach()))
         now = time.perf_counter()
-        if now - last_log >= log_every_s:
+        if now - last_log >= log_every_s or step == steps:
             el = now - start
             loss = sum(losses) / len(losses)
             history.append({"step": step, "t": round(el, 1), "loss": round(loss, 4)})
-            _say(f"  {name} {_fmt_t(el)}/{_fmt_t(seconds)}  step {step:5d}  loss {loss:.3f}  "
+            _say(f"  {name} step {step:5d}/{steps}  {_fmt_t(el)}  loss {loss:.3f}  "
                  f"{samples / el:.0f} samples/s  lr {opt.param_groups[0]['lr']:.2e}")
             losses, last_log = [], now
-        if validator is not None and now - last_val >= p.val_every_s and (now - start) < seconds - 15:
+        if validator is not None and step % val_every == 0 and step < steps:
             validator(model, name, step, {"loss": history[-1]["loss"] if history else None})
-            last_val = time.perf_counter()
     el = time.perf_counter() - start
-    _say(f"{name}: done, {step} steps, {samples} samples in {el:.0f}s")
+    _say(f"{name}: done, {steps} steps, {samples} samples in {el:.0f}s")
     for p_ in model.parameters():
         p_.requires_grad_(True)
-    return {"steps": step, "samples": samples, "seconds": round(el, 1), "loss_log": history,
+    return {"steps": steps, "samples": samples, "seconds": round(el, 1), "loss_log": history,
             "trainable_parameters": n_train}
 
 
@@ -406,7 +405,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     # process holds a core (measured 4-30 s/step vs 0.6 s/step with 1 thread); --threads overrides
     torch.set_num_threads(threads or 1)
     torch.manual_seed(seed)
-    budget = minutes * 60.0
+    def steps_for(phase: str, share: float) -> int:
+        return max(1, round(minutes * share * p.steps_per_minute[phase]))
+
     sizes = DataSizes().scaled(data_scale)
     _say(f"out {out}  budget {minutes:g} min  seed {seed}  (phases: text LLM {p.share_text:.0%}, stage 1 "
          f"{p.share_stage1:.0%}, stage 2 {p.share_stage2:.0%}, rest eval)")
@@ -422,7 +423,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     tok = text_model.tokenizer
     text_loader = _loader(data["text"], None, text_model, tok, p, seed, images=False)
     phases["text_llm"] = train_phase("text LLM", text_model, "stage2", [(0.0, text_loader)],
-                                     budget * p.share_text, p.lr_text, p)
+                                     steps_for("text", p.share_text), p.lr_text, p)
     llm_dir = save_hf_llm(text_model, tok, out / "llm")
     _say(f"text LLM saved as a plain HF {llm_cfg.family} folder: {llm_dir}")
     del text_model
@@ -436,7 +437,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
           (0.2, _loader(data["s1_medium"], None, model, tok, p, seed)),
           (0.45, _loader(data["s1_full"], None, model, tok, p, seed))]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.vision_lr_mult_stage1}
-    phases["stage1"] = train_phase("stage 1", model, "stage1", s1, budget * p.share_stage1, p.lr_stage1, p,
+    phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
                                    validator, mult1)
     validator(model, "stage 1", phases["stage1"]["steps"], {"boundary": True})
 
@@ -447,7 +448,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     s2 = [(f0, _loader([data[name], data[captions[name]]] if name in captions else [data[name]],
                        [1 - p.caption_share_stage2, p.caption_share_stage2] if name in captions else None,
                        model, tok, p, seed + 1)) for f0, name in p.stage2_curriculum]
-    phases["stage2"] = train_phase("stage 2", model, "stage2", s2, budget * p.share_stage2, p.lr_stage2, p,
+    phases["stage2"] = train_phase("stage 2", model, "stage2", s2, steps_for("stage2", p.share_stage2), p.lr_stage2, p,
                                    validator, mult)
     validator(model, "stage 2", phases["stage2"]["steps"], {"boundary": True})
     model_dir = out / "model"

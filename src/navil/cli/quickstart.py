@@ -12,8 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "answers. Writes OUT/results.json, OUT/curve.jsonl, OUT/model (loadable with "
                                    "navil.load_model / navil chat) and OUT/examples.png.")
     p.add_argument("--out", default="runs/quickstart", help="output folder (default: runs/quickstart)")
-    p.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes, all phases scaled "
-                                                               "(default 10)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes on 2 CPU cores, turned "
+                                                               "into fixed step counts per phase (default 10)")
     p.add_argument("--seed", type=int, default=0)
     # hidden knobs for tests and experiments
     p.add_argument("--data-scale", type=float, default=1.0, help=argparse.SUPPRESS)
