@@ -187,14 +187,7 @@ class NaViLConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> NaViLConfig:
-        file = Path(path) / "config.json"
-        if not file.is_file():
-            raise ConfigError(f"no config.json in {path}")
-        try:
-            raw = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{file} is not valid JSON: {e}") from e
-        return cls.from_official_dict(raw)
+        return cls.from_official_dict(read_config_json(path))
 
     def to_official_dict(self) -> dict[str, Any]:
         """The nested config.json the official code reads (plus navil's own keys where they differ)."""
@@ -239,6 +232,20 @@ class NaViLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def read_config_json(folder: str | Path) -> dict[str, Any]:
+    """The JSON object in `folder/config.json`, with a clear error when it is missing or malformed."""
+    file = Path(folder) / "config.json"
+    if not file.is_file():
+        raise ConfigError(f"no config.json in {folder}")
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file} must contain a JSON object")
+    return raw
 
 
 def typed_field(raw: dict, key: str, typ: type | tuple, default: Any, name: str) -> Any:

@@ -22,7 +22,6 @@ writes it next to the weights, so `navil.load_model(dir)` reads the folder back.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from torch import nn
 
 from navil.checkpoint.io import build_empty, load_state_checked, read_tensors
 from navil.checkpoint.official import llm_to_navil
-from navil.config import VISION_PRESETS, LLMConfig, NaViLConfig, VisionConfig, typed_field
+from navil.config import VISION_PRESETS, LLMConfig, NaViLConfig, VisionConfig, read_config_json, typed_field
 from navil.errors import CheckpointError, ConfigError
 from navil.model.layers import RMSNorm
 from navil.model.navil import NaViL
@@ -153,16 +152,7 @@ def llm_config_from_hf(raw: dict[str, Any]) -> LLMConfig:
 
 def read_llm_config(llm_path: str | Path) -> LLMConfig:
     """`LLMConfig` of an HF LLM folder's config.json."""
-    file = Path(llm_path) / "config.json"
-    if not file.is_file():
-        raise ConfigError(f"no config.json in LLM folder {llm_path}")
-    try:
-        raw = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{file} is not valid JSON: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file} must contain a JSON object")
-    return llm_config_from_hf(raw)
+    return llm_config_from_hf(read_config_json(llm_path))
 
 
 # ---- weight init -------------------------------------------------------------------------------------------
