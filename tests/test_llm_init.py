@@ -230,6 +230,7 @@ def test_special_tokens_added_and_vocab_grown(llama_dir):
     tok = model.tokenizer
     ids = tok.special_token_ids
     assert ids.im_start is not None and ids.im_end is not None
+    assert model.end_of_turn_token_id == ids.im_end  # generation stops there by default
     assert model.config.special_token_ids == ids.navil_token_ids
     assert [tok.token_to_id(t) for t in NAVIL_SPECIAL_TOKENS] == ids.navil_token_ids
     assert ids.box_start == 3  # the pre-existing word keeps its id

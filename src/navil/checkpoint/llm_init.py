@@ -302,6 +302,7 @@ def _attach_tokenizer(model: NaViL, tok: NavilTokenizer) -> None:
     # save_pretrained writes this tokenizer instead of copying the source folder's (which lacks the NaViL tokens).
     model.tokenizer = tok
     model.name_or_path = None
+    model.end_of_turn_token_id = tok.special_token_ids.im_end
 
 
 def init_from_llm(llm_path: str | Path | None, vision: str | VisionConfig = "tiny", *,
