@@ -8,11 +8,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from navil.data import synthetic as syn
 from navil.data.synthetic import _scenes
+from navil.data.synthetic._render import PALETTE
 from navil.errors import NavilError
 
 
@@ -96,10 +98,23 @@ def test_chart_balance_by_question_type():
         assert all(0.5 * expected < c < 1.6 * expected for c in counter.values()), counter
 
 
-def test_ground_truth_consistency():
-    for s in syn.iter_samples("test", 200, seed=0, questions_per_image=6):
+def _bar_pixels(s: syn.SyntheticSample) -> None:
+    """Each bar is drawn exactly `value` units tall (checked on the pixels) and the letter row fits."""
+    img, m = np.asarray(s.image).astype(int), s.meta
+    plot, rgb = m["plot"], np.array(PALETTE[m["color"]])
+    assert plot["base_y"] + 3 + plot["label_px"] <= s.image.height
+    for x, v in zip(plot["bar_x"], m["bars"].values()):
+        inside = img[round(plot["base_y"] - (v - 0.5) * plot["unit"]), round(x)]
+        above = img[round(plot["base_y"] - (v + 0.5) * plot["unit"]), round(x)]
+        assert np.abs(inside - rgb).max() <= 12 and np.abs(above - rgb).max() > 60
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_ground_truth_consistency(scale):
+    for s in syn.iter_samples("test", 200, seed=0, questions_per_image=6, object_scale=scale):
         m = s.meta
         if m["scene"] == "chart":
+            _bar_pixels(s)
             bars = m["bars"]
             for c, q, a in s.turns:
                 if q.startswith("What is the value"):
@@ -108,11 +123,13 @@ def test_ground_truth_consistency():
                     assert max(bars.values()) == bars[a] and list(bars.values()).count(bars[a]) == 1
         elif m["scene"] == "text":
             assert s.answer == m["word"]
+            x0, y0, x1, y1 = m["box"]
+            assert 0 <= x0 < x1 <= s.image.width and 0 <= y0 < y1 <= s.image.height
         else:
             objs = m["objects"]
             w, h = s.image.size
-            for o in objs:  # objects lie inside the image and are at least ~20 px
-                assert o["size"] >= 20
+            for o in objs:  # objects lie inside the image and are at least 22 px * scale
+                assert o["size"] >= round(22 * scale)
                 assert o["size"] / 2 <= o["x"] <= w - o["size"] / 2 and o["size"] / 2 <= o["y"] <= h - o["size"] / 2
             for c, q, a in s.turns:
                 if c == "count" and q == "How many objects are there?":
@@ -147,6 +164,24 @@ def test_caption_mentions_every_object():
         assert " a orange" not in s.caption and not s.caption.startswith("a orange")
         # A caption carries several times the label tokens of one answer.
         assert len(s.caption.split()) >= 3 * len(s.answer.split())
+
+
+def test_object_scale_enlarges_what_is_drawn_not_the_canvas():
+    def stats(scale: float) -> tuple[float, float, float, float]:
+        samples = list(syn.iter_samples("train", 240, seed=1, object_scale=scale))
+        objs = [o["size"] for s in samples if s.meta["scene"] == "objects" for o in s.meta["objects"]]
+        fonts = [s.meta["font_size"] for s in samples if s.meta["scene"] == "text"]
+        units = [s.meta["plot"]["unit"] for s in samples if s.meta["scene"] == "chart"]
+        area = np.mean([s.image.width * s.image.height for s in samples if s.meta["scene"] == "objects"])
+        return np.mean(objs), np.mean(fonts), np.mean(units), area
+
+    one, two = stats(1.0), stats(2.0)
+    # multi-object scenes are capped by the 30% coverage rule, charts by the canvas height
+    assert 1.4 < two[0] / one[0] <= 2.0 and 1.6 < two[1] / one[1] <= 2.0 and 1.3 < two[2] / one[2] <= 2.0
+    assert 0.8 < two[3] / one[3] < 1.5  # same canvas range; the layout only grows it when objects need room
+    for bad in (0.1, 2.5):
+        with pytest.raises(NavilError, match="object_scale"):
+            syn.make_sample("train", 0, object_scale=bad)
 
 
 def test_varied_sizes_and_aspect_ratios():

@@ -17,6 +17,7 @@ CATEGORIES: tuple[str, ...] = ("color", "shape", "count", "position", "ocr", "ch
 SPLITS: dict[str, int] = {"train": 1, "val": 2, "test": 3}
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 DEFAULT_MAX_OBJECTS = 5
+MAX_OBJECT_SCALE = 2.0  # charts (5 value steps + labels) and five objects still fit the largest canvas
 _INDEX_BITS = 36  # up to ~6.9e10 samples per split
 _SPLIT_BITS = 4
 
@@ -138,7 +139,7 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
                 categories: Sequence[str] | None = None,
                 weights: Mapping[str, float] | Sequence[float] | None = None,
                 max_objects: int = DEFAULT_MAX_OBJECTS, questions_per_image: int = 1,
-                noise: float = 0.0) -> SyntheticSample:
+                noise: float = 0.0, object_scale: float = 1.0) -> SyntheticSample:
     """Generate sample ``index`` of ``split`` deterministically from ``seed``.
 
     ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
@@ -148,12 +149,16 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     returned (fewer if the scene has no more distinct valid questions); extra turns prefer categories not
     yet asked and roughly (not exactly) answer-balanced. ``noise`` > 0 adds Gaussian pixel noise with a
     per-image std up to ``noise`` (off by default: it makes PNGs ~10x larger; backgrounds already vary by
-    gray level and a brightness gradient, object colours by a small jitter).
+    gray level and a brightness gradient, object colours by a small jitter). ``object_scale`` multiplies the
+    size of what is drawn (objects, glyphs, bars) while canvas sizes stay in the same range, so objects span
+    more patches (e.g. 2.0 for a small from-scratch ViT that sees each image at <= 150 patches).
     """
     if max_objects < 1:
         raise NavilError(f"max_objects must be >= 1, got {max_objects}")
     if questions_per_image < 1:
         raise NavilError(f"questions_per_image must be >= 1, got {questions_per_image}")
+    if not 0.5 <= object_scale <= MAX_OBJECT_SCALE:
+        raise NavilError(f"object_scale must be in [0.5, {MAX_OBJECT_SCALE}], got {object_scale}")
     split = normalize_split(split)
     sseed = sample_seed(split, index, seed)
     rng = random.Random(sseed)
@@ -164,11 +169,11 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     _check_category(category)
 
     if category == "ocr":
-        scene = S.text_scene(rng)
+        scene = S.text_scene(rng, object_scale)
     elif category == "chart":
-        scene = S.chart_scene(rng)
+        scene = S.chart_scene(rng, object_scale)
     else:
-        scene = S.objects_scene(rng, category, max_objects)
+        scene = S.objects_scene(rng, category, max_objects, object_scale)
 
     turns = [scene.primary]
     if questions_per_image > 1:

@@ -37,24 +37,27 @@ GRADIENT = 14.0  # max background brightness ramp (+- levels)
 
 
 def canvas_size(rng: random.Random, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE) -> tuple[int, int]:
-    """A random (width, height): area log-uniform-ish in [64^2, MAX_AREA], aspect in [1/2.5, 2.5]."""
+    """A random (width, height): area log-uniform-ish in [64^2, MAX_AREA], aspect in [1/2.5, 2.5], each side at
+    least its minimum (content that needs more than MAX_AREA keeps its minimum size)."""
     area = rng.uniform(MIN_SIDE * MIN_SIDE, MAX_AREA)
     ratio = math.exp(rng.uniform(-math.log(2.5), math.log(2.5)))
     w = round(math.sqrt(area * ratio))
     h = round(math.sqrt(area / ratio))
-    w = min(MAX_SIDE, max(MIN_SIDE, min_w, w))
-    h = min(MAX_SIDE, max(MIN_SIDE, min_h, h))
-    return fit_area(w, h)
+    min_w, min_h = min(MAX_SIDE, max(MIN_SIDE, min_w)), min(MAX_SIDE, max(MIN_SIDE, min_h))
+    w = min(MAX_SIDE, max(min_w, w))
+    h = min(MAX_SIDE, max(min_h, h))
+    return fit_area(w, h, min_w, min_h)
 
 
-def fit_area(w: int, h: int) -> tuple[int, int]:
-    """Shrink the larger side until w * h <= MAX_AREA (never below MIN_SIDE)."""
+def fit_area(w: int, h: int, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE) -> tuple[int, int]:
+    """Shrink the larger side (never below its minimum) until w * h <= MAX_AREA or both sides are minimal."""
     while w * h > MAX_AREA:
-        if w >= h:
-            w = max(MIN_SIDE, int(MAX_AREA // h))
+        can_w, can_h = w > min_w, h > min_h
+        if can_w and (w >= h or not can_h):
+            w = max(min_w, int(MAX_AREA // h))
+        elif can_h:
+            h = max(min_h, int(MAX_AREA // w))
         else:
-            h = max(MIN_SIDE, int(MAX_AREA // w))
-        if w == MIN_SIDE or h == MIN_SIDE:
             break
     return w, h
 

@@ -90,18 +90,20 @@ def _place(rng: random.Random, w: int, h: int, objs: list[Obj], rel: str | None)
     return True
 
 
-def _layout(rng: random.Random, objs: list[Obj], rel: str | None = None) -> tuple[int, int]:
-    """Pick a canvas and object sizes/positions; grows the canvas (then shrinks objects) until they fit."""
+def _layout(rng: random.Random, objs: list[Obj], rel: str | None = None, scale: float = 1.0) -> tuple[int, int]:
+    """Pick a canvas and object sizes/positions; grows the canvas (then shrinks objects) until they fit.
+    Object sizes are drawn from [MIN_OBJECT, MAX_OBJECT] * ``scale``."""
     w, h = R.canvas_size(rng)
     n = len(objs)
+    lo, hi = round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
     for round_ in range(60):
-        # Objects cover at most ~30% of the canvas; sizes in [MIN_OBJECT, MAX_OBJECT].
-        smax = min(R.MAX_OBJECT, min(w, h) * 0.45, math.sqrt(0.3 * w * h / n) - R.GAP)
-        smax = max(R.MIN_OBJECT, smax)
+        # Objects cover at most ~30% of the canvas and at most 45% of its shorter side.
+        smax = min(hi, min(w, h) * 0.45, math.sqrt(0.3 * w * h / n) - R.GAP)
+        smax = max(lo, smax)
         if round_ >= 30:
-            smax = R.MIN_OBJECT
+            smax = lo
         for o in objs:
-            o.size = float(rng.randint(R.MIN_OBJECT, int(smax)))
+            o.size = float(rng.randint(lo, int(smax)))
         for _ in range(6):
             if _place(rng, w, h, objs, rel):
                 return w, h
@@ -180,8 +182,9 @@ def _render_objects(rng: random.Random, objs: list[Obj], w: int, h: int, max_cou
     return img, caption, _objects_pool(objs, max_count), meta
 
 
-def objects_scene(rng: random.Random, category: str, max_objects: int) -> Scene:
-    """A scene of plain shapes whose primary question (color/shape/count/position) has a uniform answer."""
+def objects_scene(rng: random.Random, category: str, max_objects: int, scale: float = 1.0) -> Scene:
+    """A scene of plain shapes whose primary question (color/shape/count/position) has a uniform answer;
+    object sizes are multiplied by ``scale``."""
     max_count = max(1, min(MAX_COUNT, max_objects))
     rel = None
     if category == "color":
@@ -222,18 +225,22 @@ def objects_scene(rng: random.Random, category: str, max_objects: int) -> Scene:
         primary = ("count", question, str(k))
     else:  # pragma: no cover - guarded by make_sample
         raise ValueError(category)
-    w, h = _layout(rng, objs, rel)
+    w, h = _layout(rng, objs, rel, scale)
     img, caption, pool, meta = _render_objects(rng, objs, w, h, max_count)
     return Scene("objects", img, caption, primary, pool, meta)
 
 
 # ----------------------------------------------------------------------------- text (ocr)
 
-def text_scene(rng: random.Random) -> Scene:
+def text_scene(rng: random.Random, scale: float = 1.0) -> Scene:
+    """A short word in a random colour; font size 30..46 px times ``scale`` (smaller if it would not fit)."""
     word = rng.choice(OCR_WORDS)
     color = rng.choice(R.COLORS)
-    size = rng.randint(30, 46)
+    size = rng.randint(round(30 * scale), round(46 * scale))
     mask = R.text_mask(word, size)
+    while mask.width + 12 > R.MAX_SIDE:
+        size = size * (R.MAX_SIDE - 12) // (mask.width + 1)
+        mask = R.text_mask(word, size)
     gw, gh = mask.size
     w, h = R.canvas_size(rng, min_w=gw + 12, min_h=gh + 12)
     img = R.canvas(w, h, R.gray_background(rng), rng, R.GRADIENT)
@@ -249,7 +256,9 @@ def text_scene(rng: random.Random) -> Scene:
 
 # ----------------------------------------------------------------------------- bar charts
 
-def chart_scene(rng: random.Random) -> Scene:
+def chart_scene(rng: random.Random, scale: float = 1.0) -> Scene:
+    """A bar chart with 3..5 lettered bars of values 1..5; bars, gridline spacing and labels scaled by
+    ``scale`` (the width is capped by the canvas limits, so wide charts get narrower bar slots)."""
     if rng.random() < 0.5:  # "which bar is the tallest?" with a uniformly chosen answer letter
         qtype = "tallest"
         win = rng.randrange(len(CHART_LETTERS))
@@ -264,15 +273,16 @@ def chart_scene(rng: random.Random) -> Scene:
         values = [rng.randint(1, CHART_MAX_VALUE) for _ in range(n)]
     letters = CHART_LETTERS[:n]
     color = rng.choice([c for c in R.COLORS if c != "yellow"])  # yellow is weak on the light background
-    label_px = 16
+    label_px = round(16 * scale)
+    min_unit = round(CHART_MIN_UNIT * scale)
     margin_l, margin_r, margin_t, label_h = 8, 6, 8, label_px + 6
-    need_w = margin_l + margin_r + n * 30
-    need_h = margin_t + label_h + CHART_MAX_VALUE * CHART_MIN_UNIT + 2
+    need_w = min(R.MAX_SIDE, margin_l + margin_r + round(n * 30 * scale))
+    need_h = margin_t + label_h + CHART_MAX_VALUE * min_unit + 2
     w, h = R.canvas_size(rng, min_w=need_w, min_h=need_h)
-    unit = max(CHART_MIN_UNIT, min(30, (h - margin_t - label_h) // CHART_MAX_VALUE))
+    unit = max(min_unit, min(round(30 * scale), (h - margin_t - label_h) // CHART_MAX_VALUE))
     base = margin_t + unit * CHART_MAX_VALUE
     slot = (w - margin_l - margin_r) / n
-    bar_w = max(14.0, min(40.0, slot * rng.uniform(0.5, 0.75)))
+    bar_w = min(slot * 0.8, max(14.0 * scale, min(40.0 * scale, slot * rng.uniform(0.5, 0.75))))
     bgv = rng.randint(228, 248)
     img = Image.new("RGB", (w, h), (bgv, bgv, bgv))
     draw = ImageDraw.Draw(img)
@@ -294,5 +304,7 @@ def chart_scene(rng: random.Random) -> Scene:
         primary = ("chart", "Which bar is the tallest?", letters[win])
     else:
         primary = ("chart", f"What is the value of bar {letters[win]}?", str(values[win]))
-    meta = {"scene": "chart", "color": color, "bars": dict(zip(letters, values)), "question_type": qtype}
+    meta = {"scene": "chart", "color": color, "bars": dict(zip(letters, values)), "question_type": qtype,
+            "plot": {"base_y": base, "unit": unit, "label_px": label_px, "bar_width": round(bar_w, 1),
+                     "bar_x": [round(margin_l + slot * (i + 0.5), 1) for i in range(n)]}}
     return Scene("chart", img, caption, primary, pool, meta)
