@@ -15,8 +15,8 @@ The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10
 5. examples  a few test images with question, answer and ground truth, printed and saved as one PNG sheet
 
 `--minutes` sets a fixed number of optimizer steps per phase (rates measured on 2 CPU cores), so the same
-seed gives the same data, model and accuracy on any machine; wall-clock time varies with the machine. Torch
-runs one intra-op thread, which on 2 shared cores was 5-50x faster per step than two. Progress lines go to
+seed gives the same data, model and accuracy at the same `--threads` (default 2; float summation order
+depends on it); wall-clock time varies with the machine (use `--threads 1` on a busy one). Progress lines go to
 stdout; the per-category validation accuracy (first answer token = greedy exact match for single-token
 answers) is measured a few times per phase and appended to OUT/curve.jsonl; the final numbers go to
 OUT/results.json.
@@ -59,6 +59,9 @@ class Preset:
     # min > max/2 the multi-scale loop yields a single scale, so training and `navil chat` agree
     min_dynamic_patch: int = 72
     max_dynamic_patch: int = 128
+    # visual tokens in raster order, so the <IMG_LINE_BREAK> rows of the image block hold what they say (the
+    # official checkpoints' window-major order, quirk Q1, scrambles rows wider than a ViT window)
+    restore_raster_order: bool = True
     # shares of --minutes
     share_text: float = 0.10
     share_stage1: float = 0.20
@@ -71,17 +74,20 @@ class Preset:
     lr_text: float = 3e-3
     lr_stage1: float = 3e-3
     lr_stage2: float = 1e-3
-    vision_lr_mult_stage1: float = 3.0   # 10x with frozen text weights degraded the ViT for stage 2 (measured)
-    # ViT and connector at 10x the LR: measured on single-object colour QA, 1x/2x stay on the image-blind
-    # plateau for hundreds of steps, 10x leaves it after ~50 steps (30x/100x are worse again)
-    vision_lr_mult: float = 10.0
+    # LR multipliers of the ViT and the connector. The connector at 10x: measured on single-object colour QA,
+    # 1x/2x stay on the image-blind plateau for hundreds of steps, 10x leaves it after ~50 (30x/100x worse).
+    # The ViT lower: a ViT-only shape probe reaches 0.73 at lr 1e-3 but 0.35 at 1e-2 after 300 steps.
+    vision_lr_mult_stage1: float = 1.0
+    connector_lr_mult_stage1: float = 3.0
+    vision_lr_mult: float = 3.0
+    connector_lr_mult: float = 10.0
     weight_decay: float = 0.01
     max_tokens: int = 1536        # tokens per pack (one optimizer step)
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on any
-    # machine; --minutes is turned into steps with these rates, measured on 2 shared CPU cores (1 thread).
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 250.0, "stage1": 135.0, "stage2": 140.0})
+    # machine; --minutes is turned into steps with these rates, measured on 2 quiet CPU cores (2 threads).
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 350.0, "stage1": 150.0, "stage2": 190.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
 
 
@@ -102,7 +108,7 @@ def _configs(p: Preset, vocab_size: int) -> tuple[Any, Any]:
 
 def _navil_kwargs(p: Preset) -> dict[str, Any]:
     return {"template": TEMPLATE, "system_message": "", "min_dynamic_patch": p.min_dynamic_patch,
-                "max_dynamic_patch": p.max_dynamic_patch}
+            "max_dynamic_patch": p.max_dynamic_patch, "restore_raster_order": p.restore_raster_order}
 
 
 def save_hf_llm(model: Any, tokenizer: Any, out_dir: Path) -> Path:
@@ -405,9 +411,11 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     p = preset or Preset()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # one intra-op thread: on 2 shared cores a 2-thread OpenMP pool stalls on every small op whenever another
-    # process holds a core (measured 4-30 s/step vs 0.6 s/step with 1 thread); --threads overrides
-    torch.set_num_threads(threads or 1)
+    # two intra-op threads (1.55x faster per step than one on 2 quiet cores). The thread count changes float
+    # summation order, so the same seed reproduces the same accuracy at the same --threads. On a busy machine
+    # use --threads 1: a 2-thread OpenMP pool stalls on every small op while another process holds a core
+    # (measured 4-30 s/step vs 0.6 s/step).
+    torch.set_num_threads(threads or 2)
     torch.manual_seed(seed)
     def steps_for(phase: str, share: float) -> int:
         return max(1, round(minutes * share * p.steps_per_minute[phase]))
@@ -436,11 +444,11 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     model = init_from_llm(llm_dir, vis_cfg, seed=seed, **_navil_kwargs(p))
     tok = model.tokenizer
     validator = Validator(data["val"], model, tok, p, curve)
-    mult = {"vision": p.vision_lr_mult, "connector": p.vision_lr_mult}
+    mult = {"vision": p.vision_lr_mult, "connector": p.connector_lr_mult}
     s1 = [(0.0, _loader(data["s1_easy"], None, model, tok, p, seed)),
           (0.2, _loader(data["s1_medium"], None, model, tok, p, seed)),
           (0.45, _loader(data["s1_full"], None, model, tok, p, seed))]
-    mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.vision_lr_mult_stage1}
+    mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}
     phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
                                    validator, mult1)
     validator(model, "stage 1", phases["stage1"]["steps"], {"boundary": True})
