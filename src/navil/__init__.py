@@ -4,12 +4,11 @@ Public entry points are imported lazily so `import navil` stays cheap (no transf
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from navil._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "load_model": "navil.checkpoint.io",
     "init_from_llm": "navil.checkpoint.llm_init",
     "NaViL": "navil.model.navil",
@@ -20,12 +19,4 @@ _EXPORTS = {
     "load_tokenizer": "navil.processing.tokenizer",
     "build_chat_prompt": "navil.processing.chat",
     "NavilError": "navil.errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'navil' has no attribute {name!r}")
+})

@@ -5,22 +5,13 @@ Entry points: `navil train CONFIG.yaml [key=value ...] [--resume]` on the comman
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from navil._lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "train": "navil.train.trainer",
     "Trainer": "navil.train.trainer",
     "TrainConfig": "navil.train.config",
     "load_config": "navil.train.config",
     "parallelize": "navil.train.parallelize",
     "apply_stage": "navil.train.stages",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'navil.train' has no attribute {name!r}")
+})

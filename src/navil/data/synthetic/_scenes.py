@@ -276,7 +276,7 @@ def chart_scene(rng: random.Random, scale: float = 1.0) -> Scene:
     label_px = round(16 * scale)
     min_unit = round(CHART_MIN_UNIT * scale)
     margin_l, margin_r, margin_t, label_h = 8, 6, 8, label_px + 6
-    need_w = min(R.MAX_SIDE, margin_l + margin_r + round(n * 30 * scale))
+    need_w = margin_l + margin_r + round(n * 30 * scale)  # canvas_size caps it at MAX_SIDE
     need_h = margin_t + label_h + CHART_MAX_VALUE * min_unit + 2
     w, h = R.canvas_size(rng, min_w=need_w, min_h=need_h)
     unit = max(min_unit, min(round(30 * scale), (h - margin_t - label_h) // CHART_MAX_VALUE))
