@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from navil.model.navil import NaViL
 
+
 def timed(fn, repeat: int = 3) -> float:
     fn()  # warm-up
     best = float("inf")

@@ -21,9 +21,8 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from bench_setup import bench_config, bench_inputs
+from torch.utils.flop_counter import FlopCounterMode
 
 from navil.config import NaViLConfig
 from navil.model.navil import NaViL

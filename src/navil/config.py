@@ -143,7 +143,7 @@ class NaViLConfig:
 
     @property
     def merge_size(self) -> int:
-        return int(round(1 / self.downsample_ratio))
+        return round(1 / self.downsample_ratio)
 
     def validate(self) -> None:
         self.vision.validate()

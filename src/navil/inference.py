@@ -1,7 +1,7 @@
 """Asking a model about images: prompt building, generation and answer post-processing in one call."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -48,7 +48,7 @@ def read_tensors(folder: str | Path, dtype: torch.dtype | None = None,
     for file in safetensors_files(Path(folder)):
         try:
             with safe_open(str(file), framework="pt", device=str(device)) as f:
-                for key in f.keys():
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a dict
                     t = f.get_tensor(key)
                     out[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
         except (OSError, RuntimeError, ValueError) as e:  # truncated or corrupt file

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     model = navil.load_model(args.model, dtype=getattr(torch, DTYPES[args.dtype]), device=args.device)
     tokenizer = navil.load_tokenizer(args.model)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    options = dict(max_new_tokens=args.max_new_tokens, multi_scale=not args.no_multi_scale,
-                   do_sample=args.temperature > 0, temperature=args.temperature, top_p=args.top_p,
-                   top_k=args.top_k, generator=generator)
+    options = {"max_new_tokens": args.max_new_tokens, "multi_scale": not args.no_multi_scale,
+               "do_sample": args.temperature > 0, "temperature": args.temperature, "top_p": args.top_p,
+               "top_k": args.top_k, "generator": generator}
 
     def ask(question: str, history):
         printed = 0

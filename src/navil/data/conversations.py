@@ -16,12 +16,11 @@ Bad samples raise :class:`SampleError` with a short ``reason`` (the key the load
 """
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 
 from navil.errors import NavilError
 from navil.processing.chat import IMAGE_PLACEHOLDER, image_block, render_conversation

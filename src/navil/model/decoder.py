@@ -10,11 +10,11 @@ Weights use navil's fused layout: `qkv` holds [q; k; v] rows (head-major), `mlp.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from navil.config import LLMConfig
 from navil.model.attention import apply_rotary, rope_cos_sin, rope_inv_freq

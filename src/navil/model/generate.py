@@ -6,8 +6,8 @@ decode steps embed new tokens with the plain token table and route them through 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

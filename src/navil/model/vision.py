@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from navil.config import VisionConfig
 from navil.model.attention import apply_rotary, rope_inv_freq, varlen_attention

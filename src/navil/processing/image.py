@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from navil.errors import ConfigError, ImageError
 
-ImageLike = Union[Image.Image, str, os.PathLike]
+ImageLike = Image.Image | str | os.PathLike
 
 MAX_ASPECT_RATIO = 200
 DEFAULT_MAX_IMAGE_PIXELS = 2**28
@@ -128,7 +128,7 @@ class ImageProcessor:
             raise ConfigError(f"scale_ratio must be in (0, 1), got {scale_ratio}")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "ImageProcessor":
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> ImageProcessor:
         """Build from a NaViL checkpoint folder's ``config.json`` (spec code defaults for missing keys)."""
         cfg_path = Path(path)
         cfg_path = cfg_path / "config.json" if cfg_path.is_dir() else cfg_path
@@ -138,13 +138,13 @@ class ImageProcessor:
             raise ConfigError(f"cannot read NaViL config {cfg_path}: {e}") from e
         try:
             p = int((cfg.get("vision_config") or {}).get("patch_size", 16))
-            kwargs = dict(
-                patch_size=p,
-                merge_size=int(1 / float(cfg.get("downsample_ratio", 0.5))),
-                min_pixels=int(cfg.get("min_dynamic_patch", 256)) * p * p,
-                max_pixels=int(cfg.get("max_dynamic_patch", 24576)) * p * p,
-                scale_ratio=float(cfg.get("scale_downsample_ratio", 0.7071)),
-            )
+            kwargs = {
+                "patch_size": p,
+                "merge_size": int(1 / float(cfg.get("downsample_ratio", 0.5))),
+                "min_pixels": int(cfg.get("min_dynamic_patch", 256)) * p * p,
+                "max_pixels": int(cfg.get("max_dynamic_patch", 24576)) * p * p,
+                "scale_ratio": float(cfg.get("scale_downsample_ratio", 0.7071)),
+            }
         except (TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
             raise ConfigError(f"bad image-processing value in {cfg_path}: {e}") from e
         return cls(**{**kwargs, **overrides})

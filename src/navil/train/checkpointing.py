@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from navil.errors import CheckpointError
 

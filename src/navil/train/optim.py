@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from navil.train.config import TrainConfig
 from navil.train.stages import param_groups

@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from navil.errors import ConfigError
 
