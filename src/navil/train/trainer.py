@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import random
 import shutil
@@ -427,6 +428,7 @@ def with_dummy_image(config: Any, ids: torch.Tensor, labels: torch.Tensor, cu: t
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) training as configured; under torchrun every process calls this."""
     env = init_distributed(cfg.device)
+    trainer = None
     try:
         if cfg.dtype != "float32" and env.device.type != "cuda" and env.is_main:
             print(f"[navil train] dtype={cfg.dtype} applies to CUDA autocast only; training in float32 on CPU",
@@ -437,5 +439,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         env.barrier()
         return result
     finally:
+        # Free the sharded model and optimizer (module hooks form reference cycles) while the process group
+        # and the interpreter are alive: a Gloo group whose last references die during interpreter shutdown
+        # can abort the process ("terminate called without an active exception"; seen once at exit in CI).
+        del trainer
+        gc.collect()
         env.shutdown()
 
