@@ -20,8 +20,8 @@ def loaded(fixture_dir):
 
 def test_greedy_ids_match_official_with_and_without_cache(loaded):
     model, inp, exp = loaded
-    kwargs = dict(input_ids=inp["gen_input_ids"], pixel_values=inp["pixel_values"],
-                  image_grid_thw=inp["image_grid_thw"], max_new_tokens=8, eos_token_id=None)
+    kwargs = {"input_ids": inp["gen_input_ids"], "pixel_values": inp["pixel_values"],
+                  "image_grid_thw": inp["image_grid_thw"], "max_new_tokens": 8, "eos_token_id": None}
     assert torch.equal(model.generate(**kwargs), exp["generated_ids"])
     assert torch.equal(model.generate(**kwargs, use_cache=False), exp["generated_ids_nocache"].view(1, -1))
 
@@ -72,7 +72,7 @@ def test_batched_generation_with_images_equals_one_by_one(loaded):
     model, inp, _ = loaded
     prompt = inp["gen_input_ids"][0]
     text = _prompts()[0]
-    img = dict(pixel_values=inp["pixel_values"], image_grid_thw=inp["image_grid_thw"])
+    img = {"pixel_values": inp["pixel_values"], "image_grid_thw": inp["image_grid_thw"]}
     ref_img = model.generate(input_ids=prompt[None], max_new_tokens=6, eos_token_id=None, **img)[0]
     ref_txt = model.generate(input_ids=text[None], max_new_tokens=6, eos_token_id=None)[0]
     cu = torch.tensor([0, len(prompt), len(prompt) + len(text)])
@@ -93,7 +93,7 @@ def test_stops_at_eos_and_pads_finished_rows(loaded):
 def test_sampling_is_seeded_and_respects_top_k(loaded):
     model, _, _ = loaded
     p = _prompts()[0][None]
-    kw = dict(input_ids=p, max_new_tokens=8, do_sample=True, temperature=1.0, eos_token_id=None)
+    kw = {"input_ids": p, "max_new_tokens": 8, "do_sample": True, "temperature": 1.0, "eos_token_id": None}
     a = model.generate(**kw, generator=torch.Generator().manual_seed(3))
     b = model.generate(**kw, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)

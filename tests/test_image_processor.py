@@ -17,7 +17,7 @@ from navil.errors import ConfigError, ImageError
 from navil.processing.image import ImageProcessor, smart_resize
 
 # Small budget (4..64 patches of 16 px) like the fixtures, so tests stay fast.
-SMALL = dict(patch_size=16, merge_size=2, min_pixels=4 * 256, max_pixels=64 * 256)
+SMALL = {"patch_size": 16, "merge_size": 2, "min_pixels": 4 * 256, "max_pixels": 64 * 256}
 
 
 def _fixture_images(fixture_dir: Path) -> list[Path]:

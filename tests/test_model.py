@@ -51,7 +51,7 @@ def test_packed_documents_equal_separate_runs(model_and_inputs):
     model, inp = model_and_inputs
     a = inp["input_ids"]
     b = torch.tensor([[5, 80, 90, 100, 110, 120, 33]])
-    img = dict(pixel_values=inp["pixel_values"], image_grid_thw=inp["image_grid_thw"])
+    img = {"pixel_values": inp["pixel_values"], "image_grid_thw": inp["image_grid_thw"]}
     pack = torch.cat((a, b), dim=1)
     cu = torch.tensor([0, a.shape[1], a.shape[1] + b.shape[1]])
     packed = model(input_ids=pack, cu_seqlens=cu, **img).logits[0]
@@ -97,7 +97,7 @@ def test_sharded_save_and_load(fixture_dir, tmp_path):
     assert len(set(index["weight_map"].values())) > 1
     again = navil.load_model(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    shard = sorted(set(index["weight_map"].values()))[0]
+    shard = min(set(index["weight_map"].values()))
     (tmp_path / shard).unlink()
     with pytest.raises(CheckpointError, match="missing"):
         navil.load_model(tmp_path)

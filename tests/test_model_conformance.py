@@ -27,7 +27,7 @@ def test_vision_features_match_official(fixture_dir):
 @torch.no_grad()
 def test_logits_and_losses_match_official(fixture_dir):
     model, inp, exp = _load(fixture_dir)
-    kwargs = dict(input_ids=inp["input_ids"], pixel_values=inp["pixel_values"], image_grid_thw=inp["image_grid_thw"])
+    kwargs = {"input_ids": inp["input_ids"], "pixel_values": inp["pixel_values"], "image_grid_thw": inp["image_grid_thw"]}
     out = model(**kwargs, labels=inp["labels"], attention_mask=inp["attention_mask"])
     diff = (out.logits - exp["logits"]).abs()
     assert out.logits.shape == exp["logits"].shape
