@@ -22,10 +22,9 @@ import torch
 
 from navil.checkpoint.io import load_model
 from navil.data.synthetic import CATEGORIES, format_question, make_sample
-from navil.inference import processor_for, template_name
+from navil.inference import prompt_inputs
 from navil.model.decoder import ModalityRouter
 from navil.model.navil import flatten_batch
-from navil.processing.chat import build_chat_prompt
 from navil.processing.tokenizer import load_tokenizer
 
 
@@ -51,18 +50,14 @@ def attention_probabilities(model, ids: torch.Tensor, pixel_values: torch.Tensor
 
 @torch.no_grad()
 def measure(model, tokenizer, category: str, n: int, max_objects: int, object_scale: float) -> dict:
-    proc = processor_for(model.config)
     layers, heads = model.config.llm.num_hidden_layers, model.config.llm.num_attention_heads
     mass, peak = torch.zeros(layers, heads), torch.zeros(layers, heads)
     hits = 0
     for i in range(n):
         s = make_sample("val", i, category, max_objects=max_objects, object_scale=object_scale)
-        images = proc([s.image], multi_scale=False)
-        prompt = build_chat_prompt(template_name(model.config), format_question(s.question), images.image_grid_thw,
-                                   images.num_scales, system_message=model.config.system_message,
-                                   merge_size=model.config.merge_size)
-        ids = torch.tensor([tokenizer.encode(prompt)])
-        logits, probs = attention_probabilities(model, ids, images.pixel_values, images.image_grid_thw)
+        ids, pixel_values, grid = prompt_inputs(model, tokenizer, [s.image], format_question(s.question),
+                                                multi_scale=False)
+        logits, probs = attention_probabilities(model, ids, pixel_values, grid)
         hits += tokenizer.decode([int(logits[-1].argmax())]).strip() == s.answer
         visual = model.visual_mask(ids[0])
         context = ids[0] == model.img_context_token_id

@@ -21,7 +21,7 @@ def loaded(fixture_dir):
 def test_greedy_ids_match_official_with_and_without_cache(loaded):
     model, inp, exp = loaded
     kwargs = {"input_ids": inp["gen_input_ids"], "pixel_values": inp["pixel_values"],
-                  "image_grid_thw": inp["image_grid_thw"], "max_new_tokens": 8, "eos_token_id": None}
+              "image_grid_thw": inp["image_grid_thw"], "max_new_tokens": 8, "eos_token_id": None}
     assert torch.equal(model.generate(**kwargs), exp["generated_ids"])
     assert torch.equal(model.generate(**kwargs, use_cache=False), exp["generated_ids_nocache"].view(1, -1))
 

@@ -26,13 +26,10 @@ def processor_for(config: NaViLConfig) -> ImageProcessor:
                           max_pixels=config.max_dynamic_patch * p * p, scale_ratio=config.scale_downsample_ratio)
 
 
-def chat(model: NaViL, tokenizer: NavilTokenizer, images: Sequence[ImageLike] | None = None, question: str = "",
-         history: History | None = None, max_new_tokens: int = 256, return_history: bool = False,
-         multi_scale: bool = True, system_message: str | None = None,
-         on_text: Callable[[str], None] | None = None, **generation_kwargs) -> str | tuple[str, History]:
-    """The official `chat`: build the prompt, generate until `<|im_end|>`, post-process the answer.
-
-    `on_text` receives the decoded answer text as it grows (streaming)."""
+def prompt_inputs(model: NaViL, tokenizer: NavilTokenizer, images: Sequence[ImageLike] | None, question: str,
+                  history: History | None = None, multi_scale: bool = True, system_message: str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """`chat`'s model inputs: prompt ids [1, L], pixel values and image grids (None without images)."""
     device = next(model.parameters()).device
     pixel_values = grid = num_scales = None
     if images:
@@ -42,7 +39,18 @@ def chat(model: NaViL, tokenizer: NavilTokenizer, images: Sequence[ImageLike] | 
     prompt = build_chat_prompt(template_name(model.config), question, grid, num_scales, history=history,
                                system_message=system_message or model.config.system_message,
                                merge_size=model.config.merge_size)
-    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
+    return torch.tensor([tokenizer.encode(prompt)], device=device), pixel_values, grid
+
+
+def chat(model: NaViL, tokenizer: NavilTokenizer, images: Sequence[ImageLike] | None = None, question: str = "",
+         history: History | None = None, max_new_tokens: int = 256, return_history: bool = False,
+         multi_scale: bool = True, system_message: str | None = None,
+         on_text: Callable[[str], None] | None = None, **generation_kwargs) -> str | tuple[str, History]:
+    """The official `chat`: build the prompt, generate until `<|im_end|>`, post-process the answer.
+
+    `on_text` receives the decoded answer text as it grows (streaming)."""
+    ids, pixel_values, grid = prompt_inputs(model, tokenizer, images, question, history, multi_scale,
+                                            system_message)
     end = tokenizer.special_token_ids.im_end
     streamed: list[int] = []
 
