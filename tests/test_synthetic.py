@@ -109,9 +109,9 @@ def _bar_pixels(s: syn.SyntheticSample) -> None:
         assert np.abs(inside - rgb).max() <= 12 and np.abs(above - rgb).max() > 60
 
 
-@pytest.mark.parametrize("scale", [1.0, 2.0])
-def test_ground_truth_consistency(scale):
-    for s in syn.iter_samples("test", 200, seed=0, questions_per_image=6, object_scale=scale):
+@pytest.mark.parametrize(("scale", "fill"), [(1.0, None), (2.0, None), (2.0, 0.3), (1.0, 0.5)])
+def test_ground_truth_consistency(scale, fill):
+    for s in syn.iter_samples("test", 200, seed=0, questions_per_image=6, object_scale=scale, canvas_fill=fill):
         m = s.meta
         if m["scene"] == "chart":
             _bar_pixels(s)
@@ -182,6 +182,30 @@ def test_object_scale_enlarges_what_is_drawn_not_the_canvas():
     for bad in (0.1, 2.5):
         with pytest.raises(NavilError, match="object_scale"):
             syn.make_sample("train", 0, object_scale=bad)
+
+
+def test_canvas_fill_sizes_the_canvas_to_its_objects():
+    def coverage(fill: float | None) -> tuple[dict[bool, list[float]], list[tuple[int, int]]]:
+        cover: dict[bool, list[float]] = {True: [], False: []}
+        sizes = []
+        for s in syn.iter_samples("train", 300, seed=2, object_scale=2.0, canvas_fill=fill):
+            w, h = s.image.size
+            if s.meta["scene"] == "objects":
+                sizes.append((w, h))
+                objs = s.meta["objects"]
+                cover[len(objs) == 1].append(sum(o["size"] ** 2 for o in objs) / (w * h))
+        return cover, sizes
+
+    loose, _ = coverage(None)
+    fitted, sizes = coverage(0.3)
+    assert np.mean(loose[True]) < 0.2 and 0.22 < np.mean(fitted[True]) < 0.4  # one object: ~13% -> ~30%
+    assert 0.22 < np.mean(fitted[False]) < 0.4
+    assert all(64 <= w <= 224 and 64 <= h <= 224 and w * h <= 150 * 256 for w, h in sizes)
+    ratios = [w / h for w, h in sizes]
+    assert min(ratios) < 0.6 and max(ratios) > 1.6 and len(set(sizes)) > 100  # still varied
+    for bad in (0.0, 0.9):
+        with pytest.raises(NavilError, match="canvas_fill"):
+            syn.make_sample("train", 0, canvas_fill=bad)
 
 
 def test_varied_sizes_and_aspect_ratios():

@@ -19,7 +19,7 @@ from typing import Any
 
 from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
 
-DATA_VERSION = 5
+DATA_VERSION = 6
 _WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
 
@@ -141,12 +141,15 @@ def _text_jsonl(path: Path, n: int, seed: int) -> None:
             f.write(json.dumps({"id": f"text-{s.index}", "conversations": conv, "category": s.category}) + "\n")
 
 
-def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: float = 1.0) -> dict[str, Any]:
-    """Generate (or reuse) every data set; returns paths. Reuse is keyed on (version, seed, sizes, scale)."""
+def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: float = 1.0,
+                 canvas_fill: float | None = None) -> dict[str, Any]:
+    """Generate (or reuse) every data set; returns paths. Reuse is keyed on (version, seed, sizes, drawing)."""
     from navil.data.synthetic import CURRICULUM, export_jsonl, export_tsv
 
     root = Path(folder)
-    spec = {"version": DATA_VERSION, "seed": seed, "sizes": asdict(sizes), "object_scale": object_scale}
+    spec = {"version": DATA_VERSION, "seed": seed, "sizes": asdict(sizes), "object_scale": object_scale,
+            "canvas_fill": canvas_fill}
+    drawing = {"object_scale": object_scale, "canvas_fill": canvas_fill}
     marker = root / "data.json"
     paths = {
         "tokenizer": root / "tokenizer",
@@ -184,9 +187,9 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
     ]
     for name, kw in jobs:
         t = time.perf_counter()
-        export_jsonl(root / name, seed=seed, object_scale=object_scale, **kw)
+        export_jsonl(root / name, seed=seed, **drawing, **kw)
         _say(f"  {name:9s} {kw['n']:6d} images  ({time.perf_counter() - t:.1f}s)")
-    export_tsv(paths["test"], sizes.test, seed=seed, split="test", object_scale=object_scale)
+    export_tsv(paths["test"], sizes.test, seed=seed, split="test", **drawing)
     _say(f"  test      {sizes.test:6d} images (held-out test split, balanced TSV)")
     marker.write_text(json.dumps(spec, indent=1))
     _say(f"data ready in {time.perf_counter() - t0:.1f}s")

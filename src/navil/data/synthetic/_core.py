@@ -17,6 +17,7 @@ CATEGORIES: tuple[str, ...] = ("color", "shape", "count", "position", "ocr", "ch
 SPLITS: dict[str, int] = {"train": 1, "val": 2, "test": 3}
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 DEFAULT_MAX_OBJECTS = 5
+MAX_CANVAS_FILL = 0.5  # objects' bounding boxes (+ gaps) must still be placeable without overlap
 MAX_OBJECT_SCALE = 2.0  # charts (5 value steps + labels) and five objects still fit the largest canvas
 _INDEX_BITS = 36  # up to ~6.9e10 samples per split
 _SPLIT_BITS = 4
@@ -139,7 +140,8 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
                 categories: Sequence[str] | None = None,
                 weights: Mapping[str, float] | Sequence[float] | None = None,
                 max_objects: int = DEFAULT_MAX_OBJECTS, questions_per_image: int = 1,
-                noise: float = 0.0, object_scale: float = 1.0) -> SyntheticSample:
+                noise: float = 0.0, object_scale: float = 1.0, canvas_fill: float | None = None
+                ) -> SyntheticSample:
     """Generate sample ``index`` of ``split`` deterministically from ``seed``.
 
     ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
@@ -152,6 +154,9 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     gray level and a brightness gradient, object colours by a small jitter). ``object_scale`` multiplies the
     size of what is drawn (objects, glyphs, bars) while canvas sizes stay in the same range, so objects span
     more patches (e.g. 2.0 for a small from-scratch ViT that sees each image at <= 150 patches).
+    ``canvas_fill`` (None, or in [0.1, 0.5]) sizes the canvases of object scenes to their objects instead:
+    the objects' bounding boxes then cover about that share of the image whatever their number (by default
+    a single object covers ~13% of its canvas, several ~30%); words and charts fill their canvas either way.
     """
     if max_objects < 1:
         raise NavilError(f"max_objects must be >= 1, got {max_objects}")
@@ -159,6 +164,8 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
         raise NavilError(f"questions_per_image must be >= 1, got {questions_per_image}")
     if not 0.5 <= object_scale <= MAX_OBJECT_SCALE:
         raise NavilError(f"object_scale must be in [0.5, {MAX_OBJECT_SCALE}], got {object_scale}")
+    if canvas_fill is not None and not 0.1 <= canvas_fill <= MAX_CANVAS_FILL:
+        raise NavilError(f"canvas_fill must be None or in [0.1, {MAX_CANVAS_FILL}], got {canvas_fill}")
     split = normalize_split(split)
     sseed = sample_seed(split, index, seed)
     rng = random.Random(sseed)
@@ -173,7 +180,7 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     elif category == "chart":
         scene = S.chart_scene(rng, object_scale)
     else:
-        scene = S.objects_scene(rng, category, max_objects, object_scale)
+        scene = S.objects_scene(rng, category, max_objects, object_scale, canvas_fill)
 
     turns = [scene.primary]
     if questions_per_image > 1:

@@ -37,9 +37,15 @@ GRADIENT = 14.0  # max background brightness ramp (+- levels)
 
 
 def canvas_size(rng: random.Random, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE) -> tuple[int, int]:
-    """A random (width, height): area log-uniform-ish in [64^2, MAX_AREA], aspect in [1/2.5, 2.5], each side at
+    """A random (width, height): area uniform in [64^2, MAX_AREA], aspect in [1/2.5, 2.5], each side at
     least its minimum (content that needs more than MAX_AREA keeps its minimum size)."""
-    area = rng.uniform(MIN_SIDE * MIN_SIDE, MAX_AREA)
+    return canvas_for_area(rng, rng.uniform(MIN_SIDE * MIN_SIDE, MAX_AREA), min_w, min_h)
+
+
+def canvas_for_area(rng: random.Random, area: float, min_w: int = MIN_SIDE, min_h: int = MIN_SIDE
+                    ) -> tuple[int, int]:
+    """A (width, height) of about ``area`` pixels (at most MAX_AREA) with a random aspect in [1/2.5, 2.5],
+    each side within [its minimum, MAX_SIDE]."""
     ratio = math.exp(rng.uniform(-math.log(2.5), math.log(2.5)))
     w = round(math.sqrt(area * ratio))
     h = round(math.sqrt(area / ratio))

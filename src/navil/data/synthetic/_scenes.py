@@ -90,9 +90,35 @@ def _place(rng: random.Random, w: int, h: int, objs: list[Obj], rel: str | None)
     return True
 
 
-def _layout(rng: random.Random, objs: list[Obj], rel: str | None = None, scale: float = 1.0) -> tuple[int, int]:
+def _fitted_layout(rng: random.Random, objs: list[Obj], rel: str | None, scale: float,
+                   fill: float) -> tuple[int, int] | None:
+    """Object sizes first, then a canvas that their bounding boxes cover about ``fill`` of (+-25%); the canvas
+    grows while the objects cannot be placed. None when they never fit."""
+    lo, hi = round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
+    cap = max(lo, min(hi, int(math.sqrt(fill * R.MAX_AREA / len(objs))) - R.GAP))
+    for o in objs:
+        o.size = float(rng.randint(lo, cap))
+    area = sum((o.size + R.GAP) ** 2 for o in objs) / (fill * rng.uniform(0.8, 1.25))
+    side = int(max(o.size for o in objs)) + 2 * R.GAP
+    w, h = R.canvas_for_area(rng, area, side, side)
+    for _ in range(40):
+        for _ in range(6):
+            if _place(rng, w, h, objs, rel):
+                return w, h
+        bigger = R.grow(w, h)
+        if bigger is None:
+            return None
+        w, h = bigger
+    return None
+
+
+def _layout(rng: random.Random, objs: list[Obj], rel: str | None = None, scale: float = 1.0,
+            fill: float | None = None) -> tuple[int, int]:
     """Pick a canvas and object sizes/positions; grows the canvas (then shrinks objects) until they fit.
-    Object sizes are drawn from [MIN_OBJECT, MAX_OBJECT] * ``scale``."""
+    Object sizes are drawn from [MIN_OBJECT, MAX_OBJECT] * ``scale``. With ``fill`` the canvas is sized to
+    the objects (see `_fitted_layout`); otherwise its size is drawn independently of them."""
+    if fill is not None and (fitted := _fitted_layout(rng, objs, rel, scale, fill)) is not None:
+        return fitted
     w, h = R.canvas_size(rng)
     n = len(objs)
     lo, hi = round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
@@ -182,9 +208,10 @@ def _render_objects(rng: random.Random, objs: list[Obj], w: int, h: int, max_cou
     return img, caption, _objects_pool(objs, max_count), meta
 
 
-def objects_scene(rng: random.Random, category: str, max_objects: int, scale: float = 1.0) -> Scene:
+def objects_scene(rng: random.Random, category: str, max_objects: int, scale: float = 1.0,
+                  fill: float | None = None) -> Scene:
     """A scene of plain shapes whose primary question (color/shape/count/position) has a uniform answer;
-    object sizes are multiplied by ``scale``."""
+    object sizes are multiplied by ``scale``; ``fill`` sizes the canvas to the objects (see `_layout`)."""
     max_count = max(1, min(MAX_COUNT, max_objects))
     rel = None
     if category == "color":
@@ -225,7 +252,7 @@ def objects_scene(rng: random.Random, category: str, max_objects: int, scale: fl
         primary = ("count", question, str(k))
     else:  # pragma: no cover - guarded by make_sample
         raise ValueError(category)
-    w, h = _layout(rng, objs, rel, scale)
+    w, h = _layout(rng, objs, rel, scale, fill)
     img, caption, pool, meta = _render_objects(rng, objs, w, h, max_count)
     return Scene("objects", img, caption, primary, pool, meta)
 
