@@ -109,18 +109,19 @@ class CNNFeatures(nn.Module):
         return h.flatten(2).transpose(1, 2).reshape(-1, self.dim), seg
 
 
-def batch(split: str, start: int, n: int, object_scale: float) -> tuple[list[Image.Image], torch.Tensor]:
-    samples = [make_sample(split, i, "shape", max_objects=1, object_scale=object_scale)
+def batch(split: str, start: int, n: int, object_scale: float, canvas_fill: float | None
+          ) -> tuple[list[Image.Image], torch.Tensor]:
+    samples = [make_sample(split, i, "shape", max_objects=1, object_scale=object_scale, canvas_fill=canvas_fill)
                for i in range(start, start + n)]
     return [s.image for s in samples], torch.tensor([SHAPES.index(s.answer) for s in samples])
 
 
 def run(encoder: str, kind: str, steps: int, every: int, lr: float, object_scale: float, seed: int,
-        batch_size: int = 16) -> None:
+        canvas_fill: float | None = None, batch_size: int = 16) -> None:
     torch.manual_seed(seed)
     features = ViTFeatures(Preset()) if encoder == "vit" else CNNFeatures()
     readout = Readout(kind, features.dim, len(SHAPES))
-    val_images, val_labels = batch("val", 0, 200, object_scale)
+    val_images, val_labels = batch("val", 0, 200, object_scale, canvas_fill)
     opt = torch.optim.AdamW([*features.parameters(), *readout.parameters()], lr=lr)
     for step in range(steps + 1):
         if step % every == 0:
@@ -128,7 +129,7 @@ def run(encoder: str, kind: str, steps: int, every: int, lr: float, object_scale
                 h, seg = features(val_images)
                 acc = (readout(h, seg, len(val_images)).argmax(-1) == val_labels).float().mean().item()
             print(f"{encoder} {kind:5s} step {step:5d}  val shape accuracy {acc:.3f}", flush=True)
-        images, labels = batch("train", step * batch_size, batch_size, object_scale)
+        images, labels = batch("train", step * batch_size, batch_size, object_scale, canvas_fill)
         h, seg = features(images)
         loss = F.cross_entropy(readout(h, seg, batch_size), labels)
         opt.zero_grad()
@@ -143,12 +144,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50, help="evaluate every this many steps")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--object-scale", type=float, default=Preset().object_scale)
+    ap.add_argument("--canvas-fill", type=float, default=None, help="None: canvases drawn independently")
     ap.add_argument("--readouts", nargs="+", default=["max", "mean", "attn"], choices=["max", "mean", "attn"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     for kind in args.readouts:
-        run(args.encoder, kind, args.steps, args.every, args.lr, args.object_scale, args.seed)
+        run(args.encoder, kind, args.steps, args.every, args.lr, args.object_scale, args.seed, args.canvas_fill)
 
 
 if __name__ == "__main__":

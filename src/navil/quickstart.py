@@ -55,10 +55,11 @@ class Preset:
     # object spans ~3+ patches (measured with a ViT probe: objects of 1.5-2.5 patches stay at chance for 350
     # steps, 3-4.5 patches reach 0.7)
     object_scale: float = 2.0
-    # object scenes get canvases sized to their objects (bounding boxes ~30% of the image): a single object
-    # would otherwise cover ~13% of its canvas, and shape stays at chance (measured: single-object shape QA,
-    # 600 steps, 0.18 on the default canvases vs 0.46 with the objects covering ~30%)
-    canvas_fill: float = 0.3
+    # object scenes get canvases sized to their objects (bounding boxes ~40% of the image, ~31 of the 72..128
+    # patches for a single object, ~11 each for 3+): a single object would otherwise cover ~13% of its canvas,
+    # and shape stays at chance (benchmarks/probe_full_model_shape.py, single-object shape QA at step 600:
+    # 0.18 on independent canvases, 0.41 at canvas_fill 0.3, 0.44 at 0.5)
+    canvas_fill: float = 0.5
     # every image becomes 72..128 patches of 16 px (18..32 visual tokens after the 2x2 merge); with
     # min > max/2 the multi-scale loop yields a single scale, so training and `navil chat` agree
     min_dynamic_patch: int = 72
@@ -91,7 +92,7 @@ class Preset:
     caption_share_stage2: float = 0.25
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on any
     # machine; --minutes is turned into steps with these rates, measured on 2 quiet CPU cores (2 threads).
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 350.0, "stage1": 150.0, "stage2": 190.0})
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 320.0, "stage1": 130.0, "stage2": 150.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
 
 

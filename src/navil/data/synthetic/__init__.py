@@ -5,7 +5,9 @@ Images are 64..224 px per side with varied aspect ratio (1/2.5..2.5) and at most
 (charts: plain light gray), six saturated colours (each drawn with +-12 per-channel jitter), five filled
 shapes of 22..44 px, large glyphs (font size 30..46 px) for text; optional Gaussian pixel noise.
 ``object_scale`` (0.5..2, default 1) draws objects, glyphs and bars that much larger on canvases of the same
-size range, so a small ViT sees each object over more patches (the quickstart uses 2).
+size range, so a small ViT sees each object over more patches (the quickstart uses 2). ``canvas_fill``
+(None or 0.1..0.5) sizes the canvas of an object scene to its objects instead, so their bounding boxes cover
+about that share of the image (a single object otherwise covers ~13%; the quickstart uses 0.5).
 
 Categories (primary answer uniform over the answer set, so an image-blind model scores chance):
 
@@ -43,7 +45,7 @@ API
 "full"), to splat into the functions below: ``iter_samples("train", n, **CURRICULUM["easy"])``.
 
 ``make_sample(split, index, category=None, seed=0, *, categories=None, weights=None, max_objects=5,
-questions_per_image=1, noise=0.0, object_scale=1.0) -> SyntheticSample`` (image, category, question, answer, caption, turns,
+questions_per_image=1, noise=0.0, object_scale=1.0, canvas_fill=None) -> SyntheticSample`` (image, category, question, answer, caption, turns,
 split, index, seed, meta; ``.id``).
 
 ``iter_samples(split, n, seed=0, categories=None, weights=None, *, start=0, balanced=False, **kw)``.
