@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from navil.checkpoint.llm_init import init_from_llm
 from navil.data.synthetic import CURRICULUM, SHAPES, export_jsonl, make_sample
 from navil.inference import processor_for
+from navil.processing.tokenizer import load_tokenizer
 from navil.quickstart import Preset, Validator, _configs, _loader, _navil_kwargs, save_hf_llm, train_phase
 from navil.quickstart_data import DataSizes, prepare_data
-from navil.processing.tokenizer import load_tokenizer
 
 TRAIN_START = 4 * 10**6  # sample indices of the probe's training images (disjoint from the quickstart's sets)
 
