@@ -19,10 +19,11 @@ shape accuracy at steps 100 / 300 / 500 / 600; colour reaches 1.00 by step 400 i
     --canvas-fill 0.5 (object ~43%, the quickstart)  0.20 / 0.27 / 0.36 / 0.44
     canvases capped at 10240 px^2 (object ~33%)    0.22 / 0.31 / 0.46 / 0.46
 
-The feature probe of the last run at step 600 (held-out accuracy of a linear classifier, chance 0.20): ViT
-mean 0.37, ViT max 0.23, connector mean 0.47, connector max 0.40; the model itself answered 0.46. The visual
-features carry about as much shape as the decoder reads out: the bottleneck is the vision encoder learning
-shape features, not the readout. Variants of the capped-canvas run that did not beat it (the preset changed
+The feature probe of the last run at step 600 (held-out accuracy of a linear classifier fitted on 1500
+images, chance 0.20): ViT mean 0.37, ViT max 0.23, connector mean 0.47, connector max 0.40 -- no better than
+the same probe after only 40 steps (canvas-fill 0.5: 0.22 / 0.37 / 0.43 / 0.33), i.e. the near-random
+features. Training has not made the visual features more shape-informative: the bottleneck is the vision
+encoder learning shape features, not the decoder's readout of them. Variants of the capped-canvas run that did not beat it (the preset changed
 by hand): ViT LR x1 instead of x3 (0.25 at 500), connector LR x3 (0.33 at 500), LR 2e-3 (0.20 at 300), 768-
 or 384-token packs (0.19-0.24 at 600-1100 steps), dark outlines around the shapes (colour slower, shape 0.21
 at 300), 8-px patches (0.25 at 300). Differences below ~0.1 are within run-to-run noise here.
