@@ -40,23 +40,10 @@ import torch.nn.functional as F
 from navil.checkpoint.llm_init import init_from_llm
 from navil.data.synthetic import CURRICULUM, SHAPES, export_jsonl, make_sample
 from navil.inference import processor_for
-from navil.processing.tokenizer import load_tokenizer
-from navil.quickstart import Preset, Validator, _configs, _loader, _navil_kwargs, save_hf_llm, train_phase
+from navil.quickstart import Preset, Validator, _configs, _loader, _navil_kwargs, train_phase, train_text_llm
 from navil.quickstart_data import DataSizes, prepare_data
 
 TRAIN_START = 4 * 10**6  # sample indices of the probe's training images (disjoint from the quickstart's sets)
-
-
-def train_text_llm(work: Path, preset: Preset, steps: int) -> Path:
-    """The quickstart's text-LLM phase on its synthetic text (data generated once into `work`)."""
-    data = prepare_data(work / "data", 0, DataSizes(text=6000, s1_easy=24, s1_medium=24, s1_full=24, s2_easy=24,
-                                                     s2_medium=24, s2_qa=24, val=12, test=12))
-    tok = load_tokenizer(data["tokenizer"], require_navil_tokens=False)
-    llm_cfg, vis_cfg = _configs(preset, tok.vocab_size + 16)
-    model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=0, **_navil_kwargs(preset))
-    loader = _loader(data["text"], None, model, model.tokenizer, preset, 0, images=False)
-    train_phase("text LLM", model, "stage2", [(0.0, loader)], steps, preset.lr_text, preset)
-    return save_hf_llm(model, model.tokenizer, work / "llm")
 
 
 @torch.no_grad()
@@ -111,8 +98,11 @@ def main() -> None:
     drawing = {"object_scale": preset.object_scale, "canvas_fill": args.canvas_fill, **CURRICULUM["easy"]}
     export_jsonl(work / "train", "train", args.train_images, questions_per_image=2, start=TRAIN_START, **drawing)
     export_jsonl(work / "val", "val", 200, balanced=True, **drawing)
-    llm_dir = work / "llm" if (work / "llm" / "config.json").exists() else train_text_llm(work, preset,
-                                                                                           args.llm_steps)
+    llm_dir = work / "llm"
+    if not (llm_dir / "config.json").exists():
+        tiny = {k: 24 for k in ("s1_easy", "s1_medium", "s1_full", "s2_easy", "s2_medium", "s2_qa")}
+        data = prepare_data(work / "data", 0, DataSizes(**tiny, val=12, test=12))  # only the text is used
+        train_text_llm(data, preset, 0, args.llm_steps, llm_dir)
     model = init_from_llm(llm_dir, _configs(preset, 0)[1], seed=0, **_navil_kwargs(preset))
     validator = Validator(str(work / "val" / "val_qa.jsonl"), model, model.tokenizer, preset, work / "curve.jsonl")
     loader = _loader(str(work / "train" / "train_qa.jsonl"), None, model, model.tokenizer, preset, 0)

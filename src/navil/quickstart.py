@@ -141,6 +141,23 @@ def save_hf_llm(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
+def train_text_llm(data: dict[str, str], p: Preset, seed: int, steps: int, out_dir: Path
+                   ) -> tuple[Path, dict[str, Any]]:
+    """Phase 1: a decoder trained from scratch on the synthetic text (`data["text"]`, `data["tokenizer"]`),
+    saved as a plain HF LLM folder. Returns the folder and the phase summary."""
+    from navil.checkpoint.llm_init import init_from_llm
+    from navil.processing.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(data["tokenizer"], require_navil_tokens=False)
+    llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
+    model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=seed, **_navil_kwargs(p))
+    loader = _loader(data["text"], None, model, model.tokenizer, p, seed, images=False)
+    summary = train_phase("text LLM", model, "stage2", [(0.0, loader)], steps, p.lr_text, p)
+    llm_dir = save_hf_llm(model, model.tokenizer, out_dir)
+    _say(f"text LLM saved as a plain HF {llm_cfg.family} folder: {llm_dir}")
+    return llm_dir, summary
+
+
 def _processor(model: Any) -> Any:
     from navil.inference import processor_for
 
@@ -434,16 +451,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     phases: dict[str, Any] = {}
 
     # 1. text LLM --------------------------------------------------------------------------------------------
-    tok = load_tokenizer(data["tokenizer"], require_navil_tokens=False)
-    llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
-    text_model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=seed, **_navil_kwargs(p))
-    tok = text_model.tokenizer
-    text_loader = _loader(data["text"], None, text_model, tok, p, seed, images=False)
-    phases["text_llm"] = train_phase("text LLM", text_model, "stage2", [(0.0, text_loader)],
-                                     steps_for("text", p.share_text), p.lr_text, p)
-    llm_dir = save_hf_llm(text_model, tok, out / "llm")
-    _say(f"text LLM saved as a plain HF {llm_cfg.family} folder: {llm_dir}")
-    del text_model
+    llm_dir, phases["text_llm"] = train_text_llm(data, p, seed, steps_for("text", p.share_text), out / "llm")
+    vis_cfg = _configs(p, 0)[1]
 
     # 2. stage 1 --------------------------------------------------------------------------------------------
     model = init_from_llm(llm_dir, vis_cfg, seed=seed, **_navil_kwargs(p))

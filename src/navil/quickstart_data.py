@@ -147,9 +147,8 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
     from navil.data.synthetic import CURRICULUM, export_jsonl, export_tsv
 
     root = Path(folder)
-    spec = {"version": DATA_VERSION, "seed": seed, "sizes": asdict(sizes), "object_scale": object_scale,
-            "canvas_fill": canvas_fill}
     drawing = {"object_scale": object_scale, "canvas_fill": canvas_fill}
+    spec = {"version": DATA_VERSION, "seed": seed, "sizes": asdict(sizes), **drawing}
     marker = root / "data.json"
     paths = {
         "tokenizer": root / "tokenizer",

@@ -90,11 +90,16 @@ def _place(rng: random.Random, w: int, h: int, objs: list[Obj], rel: str | None)
     return True
 
 
+def _size_range(scale: float) -> tuple[int, int]:
+    """Smallest and largest object size (bounding-box side, px) at ``scale``."""
+    return round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
+
+
 def _fitted_layout(rng: random.Random, objs: list[Obj], rel: str | None, scale: float,
                    fill: float) -> tuple[int, int] | None:
     """Object sizes first, then a canvas that their bounding boxes cover about ``fill`` of (+-25%); the canvas
     grows while the objects cannot be placed. None when they never fit."""
-    lo, hi = round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
+    lo, hi = _size_range(scale)
     cap = max(lo, min(hi, int(math.sqrt(fill * R.MAX_AREA / len(objs))) - R.GAP))
     for o in objs:
         o.size = float(rng.randint(lo, cap))
@@ -121,7 +126,7 @@ def _layout(rng: random.Random, objs: list[Obj], rel: str | None = None, scale: 
         return fitted
     w, h = R.canvas_size(rng)
     n = len(objs)
-    lo, hi = round(R.MIN_OBJECT * scale), round(R.MAX_OBJECT * scale)
+    lo, hi = _size_range(scale)
     for round_ in range(60):
         # Objects cover at most ~30% of the canvas and at most 45% of its shorter side.
         smax = min(hi, min(w, h) * 0.45, math.sqrt(0.3 * w * h / n) - R.GAP)
