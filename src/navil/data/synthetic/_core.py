@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -136,6 +137,16 @@ def _category_table(categories: Sequence[str] | None,
     return cats, cum
 
 
+_WORD = re.compile(r"\w+")
+_SINGULAR = {plural: shape for shape, plural in R.SHAPE_PLURALS.items()}
+
+
+def _named_before(turns: Sequence[tuple[str, str, str]], answer: str) -> bool:
+    """Whether ``answer`` is a word (or the plural of a shape) of one of the questions in ``turns``."""
+    words = {w.lower() for _, q, _ in turns for w in _WORD.findall(q)}
+    return answer.lower() in words | {_SINGULAR[w] for w in words if w in _SINGULAR}
+
+
 def make_sample(split: str, index: int, category: str | None = None, seed: int = 0, *,
                 categories: Sequence[str] | None = None,
                 weights: Mapping[str, float] | Sequence[float] | None = None,
@@ -148,8 +159,8 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     ``weights``. The category draw is made either way, so a sample equals the corresponding sample of a
     weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
     and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
-    returned (fewer if the scene has no more distinct valid questions); extra turns prefer categories not
-    yet asked and roughly (not exactly) answer-balanced. ``noise`` > 0 adds Gaussian pixel noise with a
+    returned (fewer if the scene has no more distinct valid questions whose answer no earlier question
+    names); extra turns prefer categories not yet asked and roughly (not exactly) answer-balanced. ``noise`` > 0 adds Gaussian pixel noise with a
     per-image std up to ``noise`` (off by default: it makes PNGs ~10x larger; backgrounds already vary by
     gray level and a brightness gradient, object colours by a small jitter). ``object_scale`` multiplies the
     size of what is drawn (objects, glyphs, bars) while canvas sizes stay in the same range, so objects span
@@ -187,14 +198,18 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
         rest = [qa for qa in dict.fromkeys(scene.pool) if qa[1] != scene.primary[1]]
         rng.shuffle(rest)
         # First one question for each other category (categories in random order, so a category with many
-        # candidate questions is not favoured), then any remaining questions.
+        # candidate questions is not favoured), then any remaining questions. A question whose answer an
+        # earlier question names ("What color is the star?" before "What shape is the red object?") is
+        # left out: it could be answered from the text alone.
         others = sorted({qa[0] for qa in rest} - {scene.primary[0]}, key=CATEGORIES.index)
         rng.shuffle(others)
         for cat in others:
             if len(turns) < questions_per_image:
-                turns.append(next(qa for qa in rest if qa[0] == cat))
+                qa = next((qa for qa in rest if qa[0] == cat and not _named_before(turns, qa[2])), None)
+                if qa is not None:
+                    turns.append(qa)
         for qa in rest:
-            if len(turns) < questions_per_image and qa not in turns:
+            if len(turns) < questions_per_image and qa not in turns and not _named_before(turns, qa[2]):
                 turns.append(qa)
 
     image = R.add_noise(scene.image, np.random.default_rng(sseed), noise)
