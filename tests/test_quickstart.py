@@ -42,6 +42,12 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert set(res["categories"]) == set(CATEGORIES)
     for name, c in res["categories"].items():
         assert 0.0 <= c["accuracy"] <= 1.0 and c["n"] > 0 and 0.0 < c["chance"] < 1.0, name
+    for name in ("color", "shape", "count", "position"):  # the breakdown by objects in the scene adds up
+        by = res["categories"][name]["by_objects"]
+        assert sum(d["n"] for d in by.values()) == res["categories"][name]["n"]
+        hits = sum(d["accuracy"] * d["n"] for d in by.values())
+        assert abs(hits - res["categories"][name]["accuracy"] * res["categories"][name]["n"]) < 1e-3
+    assert "by_objects" not in res["categories"]["ocr"]
     assert (out / "curve.jsonl").is_file() and (out / "examples.png").is_file()
     text = capsys.readouterr().out
     assert "category" in text and "overall" in text and "stage 1" in text and "stage 2" in text

@@ -311,6 +311,8 @@ def test_export_tsv_readable(tmp_path: Path):
         assert img.format == "PNG" and 64 <= img.width <= 224
         assert rec["question"].endswith(syn.SHORT_ANSWER_PROMPT)
         assert rec["answer"] in syn.CATEGORY_ANSWERS[rec["category"]]
+        objects = syn.make_sample("test", i, rec["category"], seed=0).meta.get("objects", [])
+        assert int(rec["objects"]) == len(objects) and (rec["category"] in ("ocr", "chart")) == (not objects)
     assert Counter(dict(zip(header, r))["category"] for r in rows[1:]) == Counter({c: 3 for c in syn.CATEGORIES})
     back = syn.read_tsv(path)
     s5 = syn.make_sample("test", 5, back[5]["category"], seed=0)

@@ -91,8 +91,10 @@ class Preset:
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on any
-    # machine; --minutes is turned into steps with these rates, measured on 2 quiet CPU cores (2 threads).
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 320.0, "stage1": 130.0, "stage2": 150.0})
+    # machine; --minutes is turned into steps with these rates, measured on 2 CPU cores (2 threads) on a slow
+    # day: the same machine ran 320 / 130 / 150 steps/min on another day, 243 / 97 / 119 on this one (a run
+    # at the faster rates then took 12.8 min). 80% of the steps scored within noise of the full count.
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 240.0, "stage1": 100.0, "stage2": 120.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
 
 
@@ -253,7 +255,7 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     _say(f"{name}: {stage}, {n_train / 1e6:.2f}M trainable of {model.num_parameters() / 1e6:.2f}M parameters, "
          f"{steps} steps")
     start = last_log = time.perf_counter()
-    val_every = max(1, steps // p.val_points)
+    val_every = max(1, math.ceil(steps / p.val_points))
     samples = 0
     losses: list[float] = []
     history = []
@@ -325,6 +327,22 @@ def evaluate_model(model: Any, tokenizer: Any, test_tsv: str, out_dir: Path) -> 
         v["target"] = round(target_for(c, ch), 4)
         v["met"] = v["accuracy"] >= v["target"]
     return overall, cats
+
+
+def accuracy_by_objects(test_tsv: str, predictions: Path) -> dict[str, dict[str, dict]]:
+    """Accuracy of each object category by the number of objects in the scene (the test TSV's `objects`
+    column): `{category: {count: {"accuracy", "n"}}}`. Shows whether a category fails only once objects
+    must be told apart (a colour asked by the object's shape needs the shape)."""
+    from navil.data.synthetic import read_tsv
+
+    objects = {r["index"]: int(r["objects"]) for r in read_tsv(test_tsv, decode_images=False)}
+    hits: dict[str, dict[int, list[int]]] = {}
+    for line in predictions.read_text().splitlines():
+        rec = json.loads(line)
+        if objects.get(rec["index"], 0) > 0:
+            hits.setdefault(rec["category"], {}).setdefault(objects[rec["index"]], []).append(int(rec["hit"]))
+    return {c: {str(k): {"accuracy": round(sum(v) / len(v), 4), "n": len(v)} for k, v in sorted(by.items())}
+            for c, by in hits.items()}
 
 
 def _own_eval(model: Any, tokenizer: Any, test_tsv: str) -> tuple[float, dict[str, dict]]:
@@ -487,6 +505,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     model = load_model(model_dir)
     tok = load_tokenizer(model_dir)
     overall, cats = evaluate_model(model, tok, data["test"], out / "eval")
+    if (out / "eval" / "predictions.jsonl").is_file():
+        for c, by in accuracy_by_objects(data["test"], out / "eval" / "predictions.jsonl").items():
+            cats[c]["by_objects"] = by
     phases["eval"] = {"seconds": round(time.perf_counter() - t_eval, 1)}
 
     # 5. examples ---------------------------------------------------------------------------------------------
@@ -504,6 +525,10 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     print()
     print(category_table(cats))
     print(f"{'overall':10s} {overall:9.3f}")
+    print("\naccuracy by the number of objects in the scene:")
+    for c, v in cats.items():
+        if "by_objects" in v:
+            print(f"  {c:9s} " + "  ".join(f"{k}: {d['accuracy']:.2f} ({d['n']})" for k, d in v["by_objects"].items()))
     print(f"\ntotal {total_min:.1f} min; results: {out / 'results.json'}; learning curve: {curve} "
           f"({out / 'curve.png'}); examples: {out / 'examples.png'}", flush=True)
     return results

@@ -10,16 +10,18 @@ checkpoint's tokenizer.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
 
-DATA_VERSION = 7
+DATA_VERSION = 8
 _WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
 
@@ -169,9 +171,6 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
     root.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
     _say(f"generating synthetic data into {root} (once; later runs reuse it) ...")
-    write_word_tokenizer(paths["tokenizer"], synthetic_vocabulary(seed))
-    (root / "text").mkdir(parents=True, exist_ok=True)
-    _text_jsonl(paths["text"], sizes.text, seed)
     jobs = [
         ("s1_easy", dict(split="train", n=sizes.s1_easy, mode="caption", start=10**6, **CURRICULUM["easy"])),
         ("s1_medium", dict(split="train", n=sizes.s1_medium, mode="caption", start=2 * 10**6,
@@ -184,12 +183,19 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
         ("s2_qa", {"split": "train", "n": sizes.s2_qa, "mode": "qa", "questions_per_image": sizes.qpi}),
         ("val", {"split": "val", "n": sizes.val, "mode": "qa", "balanced": True}),
     ]
-    for name, kw in jobs:
-        t = time.perf_counter()
-        export_jsonl(root / name, seed=seed, **drawing, **kw)
-        _say(f"  {name:9s} {kw['n']:6d} images  ({time.perf_counter() - t:.1f}s)")
-    export_tsv(paths["test"], sizes.test, seed=seed, split="test", **drawing)
-    _say(f"  test      {sizes.test:6d} images (held-out test split, balanced TSV)")
+    # Every sample is drawn from its own seed, so the sets can be written by two worker processes (spawned:
+    # the parent already runs torch's thread pool) while this one writes the tokenizer and the text set.
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(export_jsonl, root / name, seed=seed, **drawing, **kw)
+                   for name, kw in sorted(jobs, key=lambda job: -job[1]["n"])}
+        futures["test"] = pool.submit(export_tsv, paths["test"], sizes.test, seed=seed, split="test", **drawing)
+        write_word_tokenizer(paths["tokenizer"], synthetic_vocabulary(seed))
+        (root / "text").mkdir(parents=True, exist_ok=True)
+        _text_jsonl(paths["text"], sizes.text, seed)
+        for name, kw in [*jobs, ("test", {"n": sizes.test})]:
+            futures[name].result()
+            note = "  (held-out test split, balanced TSV)" if name == "test" else ""
+            _say(f"  {name:9s} {kw['n']:6d} images{note}")
     marker.write_text(json.dumps(spec, indent=1))
     _say(f"data ready in {time.perf_counter() - t0:.1f}s")
     return {k: str(v) for k, v in paths.items()}

@@ -160,11 +160,12 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
     and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
     returned (fewer if the scene has no more distinct valid questions whose answer no earlier question
-    names); extra turns prefer categories not yet asked and roughly (not exactly) answer-balanced. ``noise`` > 0 adds Gaussian pixel noise with a
-    per-image std up to ``noise`` (off by default: it makes PNGs ~10x larger; backgrounds already vary by
-    gray level and a brightness gradient, object colours by a small jitter). ``object_scale`` multiplies the
-    size of what is drawn (objects, glyphs, bars) while canvas sizes stay in the same range, so objects span
-    more patches (e.g. 2.0 for a small from-scratch ViT that sees each image at <= 150 patches).
+    names); extra turns prefer categories not yet asked and roughly (not exactly) answer-balanced.
+    ``noise`` > 0 adds Gaussian pixel noise with a per-image std up to ``noise`` (off by default: it makes
+    PNGs ~10x larger; backgrounds already vary by gray level and a brightness gradient, object colours by a
+    small jitter). ``object_scale`` multiplies the size of what is drawn (objects, glyphs, bars) while canvas
+    sizes stay in the same range, so objects span more patches (e.g. 2.0 for a small from-scratch ViT that
+    sees each image at <= 150 patches).
     ``canvas_fill`` (None, or in [0.1, 0.5]) sizes the canvases of object scenes to their objects instead:
     the objects' bounding boxes then cover about that share of the image whatever their number (by default
     a single object covers ~13% of its canvas, several ~30%); words and charts fill their canvas either way.

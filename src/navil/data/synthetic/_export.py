@@ -87,7 +87,7 @@ def export_jsonl(out_dir: str | Path, split: str, n: int, seed: int = 0, mode: s
     return path
 
 
-TSV_COLUMNS = ("index", "image", "question", "answer", "category", "split")
+TSV_COLUMNS = ("index", "image", "question", "answer", "category", "split", "objects")
 
 
 def export_tsv(path: str | Path, n: int, seed: int = 0, split: str = "test", *,
@@ -95,8 +95,9 @@ def export_tsv(path: str | Path, n: int, seed: int = 0, split: str = "test", *,
                weights: Mapping[str, float] | Sequence[float] | None = None, balanced: bool = True,
                start: int = 0, prompt_suffix: str = SHORT_ANSWER_PROMPT, **kwargs) -> Path:
     """Write a VLMEvalKit-style TSV: ``index`` (int), ``image`` (base64 PNG), ``question`` (with the same
-    short-answer suffix as training QA), ``answer``, ``category``, ``split``; one primary question per image.
-    Categories are cycled (``balanced=True``, default) so each gets an equal share. Returns the path."""
+    short-answer suffix as training QA), ``answer``, ``category``, ``split`` and ``objects`` (objects in the
+    scene, 0 for words and charts); one primary question per image. Categories are cycled
+    (``balanced=True``, default) so each gets an equal share. Returns the path."""
     split = normalize_split(split)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,8 @@ def export_tsv(path: str | Path, n: int, seed: int = 0, split: str = "test", *,
         w.writerow(TSV_COLUMNS)
         for s in iter_samples(split, n, seed, categories, weights, start=start, balanced=balanced, **kwargs):
             b64 = base64.b64encode(png_bytes(s.image)).decode("ascii")
-            w.writerow([s.index, b64, format_question(s.question, prompt_suffix), s.answer, s.category, split])
+            w.writerow([s.index, b64, format_question(s.question, prompt_suffix), s.answer, s.category, split,
+                        len(s.meta.get("objects", ()))])
     return path
 
 
