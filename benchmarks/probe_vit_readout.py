@@ -32,6 +32,13 @@ With the object dominating its image (canvases capped at 10240 px^2, object ~33%
 `--canvas-fill` approximates), stop 10 measured: attention 0.29 / 0.47 / 0.43 / 0.38 at steps 200 / 300 /
 500 / 600, max 0.50 / 0.81 at 200 / 300; a 16- or 32-head attention readout 0.29 at 200; LayerScale 1.0
 with init std 0.05 0.46 at 300; 8-px patches at native size (objects ~6 patches across) 0.59 at 300.
+Stop 11, `--canvas-fill 0.5`, attention readout, steps 100 / 200 / 300 / 400 / 500 / 600: the probe's ViT
+0.34 / 0.47 / 0.51 / 0.59 / 0.63 / 0.76; a per-patch conv stem instead of the linear patch embedding (3x3
+stride-2 GELU convs 3->32->64->128 inside each 16-px patch, then a linear layer; PyTorch default init; 1.6x
+the probe's step time) 0.31 / 0.38 / 0.58 / 0.64 / 0.76 / 0.89; the quickstart's own ViT init (no re-init)
+0.30 / 0.47 / 0.49 / 0.58 / 0.66 / 0.72, and read through the connector (2x2 merge + MLP) 0.33 / 0.42 / 0.50 /
+0.55 / 0.60 / 0.51. The whole model reaches 0.44-0.48 at step 600 on the same images
+(probe_full_model_shape.py), so the decoder's readout costs about another factor of two.
 """
 from __future__ import annotations
 
