@@ -505,8 +505,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     model = load_model(model_dir)
     tok = load_tokenizer(model_dir)
     overall, cats = evaluate_model(model, tok, data["test"], out / "eval")
-    if (out / "eval" / "predictions.jsonl").is_file():
-        for c, by in accuracy_by_objects(data["test"], out / "eval" / "predictions.jsonl").items():
+    predictions = out / "eval" / "predictions.jsonl"  # navil.eval.runner's PREDICTIONS_FILE (no fallback file)
+    if predictions.is_file():
+        for c, by in accuracy_by_objects(data["test"], predictions).items():
             cats[c]["by_objects"] = by
     phases["eval"] = {"seconds": round(time.perf_counter() - t_eval, 1)}
 
@@ -528,7 +529,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     print("\naccuracy by the number of objects in the scene:")
     for c, v in cats.items():
         if "by_objects" in v:
-            print(f"  {c:9s} " + "  ".join(f"{k}: {d['accuracy']:.2f} ({d['n']})" for k, d in v["by_objects"].items()))
+            by = v["by_objects"].items()
+            print(f"  {c:9s} " + "  ".join(f"{k}: {d['accuracy']:.2f} ({d['n']})" for k, d in by))
     print(f"\ntotal {total_min:.1f} min; results: {out / 'results.json'}; learning curve: {curve} "
           f"({out / 'curve.png'}); examples: {out / 'examples.png'}", flush=True)
     return results

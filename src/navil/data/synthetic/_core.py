@@ -141,10 +141,10 @@ _WORD = re.compile(r"\w+")
 _SINGULAR = {plural: shape for shape, plural in R.SHAPE_PLURALS.items()}
 
 
-def _named_before(turns: Sequence[tuple[str, str, str]], answer: str) -> bool:
-    """Whether ``answer`` is a word (or the plural of a shape) of one of the questions in ``turns``."""
-    words = {w.lower() for _, q, _ in turns for w in _WORD.findall(q)}
-    return answer.lower() in words | {_SINGULAR[w] for w in words if w in _SINGULAR}
+def _named(question: str) -> set[str]:
+    """The lower-cased words of ``question``, with the singular of every plural shape word."""
+    words = {w.lower() for w in _WORD.findall(question)}
+    return words | {_SINGULAR[w] for w in words if w in _SINGULAR}
 
 
 def make_sample(split: str, index: int, category: str | None = None, seed: int = 0, *,
@@ -204,14 +204,20 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
         # left out: it could be answered from the text alone.
         others = sorted({qa[0] for qa in rest} - {scene.primary[0]}, key=CATEGORIES.index)
         rng.shuffle(others)
+        named = _named(scene.primary[1])
+
+        def add(qa: tuple[str, str, str]) -> None:
+            turns.append(qa)
+            named.update(_named(qa[1]))
+
         for cat in others:
             if len(turns) < questions_per_image:
-                qa = next((qa for qa in rest if qa[0] == cat and not _named_before(turns, qa[2])), None)
+                qa = next((qa for qa in rest if qa[0] == cat and qa[2].lower() not in named), None)
                 if qa is not None:
-                    turns.append(qa)
+                    add(qa)
         for qa in rest:
-            if len(turns) < questions_per_image and qa not in turns and not _named_before(turns, qa[2]):
-                turns.append(qa)
+            if len(turns) < questions_per_image and qa not in turns and qa[2].lower() not in named:
+                add(qa)
 
     image = R.add_noise(scene.image, np.random.default_rng(sseed), noise)
     cat, question, answer = scene.primary
