@@ -88,6 +88,14 @@ def test_no_turn_answer_is_named_by_an_earlier_question():
     assert sum(len(s.turns) >= 4 for s in samples) > 100  # the rule still leaves several questions per image
 
 
+def test_extra_turns_stay_within_the_curriculum_categories():
+    # a single-object colour/shape stage must not be padded with "How many objects are there?" -> "1"
+    easy = list(syn.iter_samples("train", 100, seed=0, questions_per_image=3, **syn.CURRICULUM["easy"]))
+    assert all(c in ("color", "shape") for s in easy for c, _, _ in s.turns)
+    medium = list(syn.iter_samples("train", 100, seed=0, questions_per_image=3, **syn.CURRICULUM["medium"]))
+    assert sum(len(s.turns) > 1 for s in medium) > 50
+
+
 @pytest.mark.parametrize("cat", ["color", "shape", "count", "position", "ocr"])
 def test_answer_balance(cat):
     n = 600

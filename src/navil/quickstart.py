@@ -307,20 +307,15 @@ def target_for(category: str, chance: float) -> float:
 
 
 def evaluate_model(model: Any, tokenizer: Any, test_tsv: str, out_dir: Path) -> tuple[float, dict[str, dict]]:
-    """Exact-match accuracy per category on the test TSV (navil.eval.runner; own loop as a fallback)."""
+    """Exact-match accuracy per category on the test TSV, scored by `navil.eval.runner`."""
     from navil.data.synthetic import category_chance
+    from navil.eval.runner import evaluate
 
-    try:
-        from navil.eval.runner import evaluate
-
-        summary = evaluate(model, tokenizer, "NaViL_Synthetic", test_tsv, out_dir, batch_size=16, max_new_tokens=6,
-                           multi_scale=False, progress=True, overwrite=True, echo=False)
-        res = summary["result"]
-        cats = {c: {"accuracy": d["accuracy"] / 100.0, "n": int(d["n"])} for c, d in res["category_details"].items()}
-        overall = res["score"] / 100.0
-    except ImportError as e:  # runner not available: score exact match here
-        _say(f"navil.eval.runner unavailable ({e}); scoring exact match in quickstart")
-        overall, cats = _own_eval(model, tokenizer, test_tsv)
+    summary = evaluate(model, tokenizer, "NaViL_Synthetic", test_tsv, out_dir, batch_size=16, max_new_tokens=6,
+                       multi_scale=False, progress=True, overwrite=True, echo=False)
+    res = summary["result"]
+    cats = {c: {"accuracy": d["accuracy"] / 100.0, "n": int(d["n"])} for c, d in res["category_details"].items()}
+    overall = res["score"] / 100.0
     for c, v in cats.items():
         ch = category_chance(c)
         v["chance"] = ch
@@ -343,20 +338,6 @@ def accuracy_by_objects(test_tsv: str, predictions: Path) -> dict[str, dict[str,
             hits.setdefault(rec["category"], {}).setdefault(objects[rec["index"]], []).append(int(rec["hit"]))
     return {c: {str(k): {"accuracy": round(sum(v) / len(v), 4), "n": len(v)} for k, v in sorted(by.items())}
             for c, by in hits.items()}
-
-
-def _own_eval(model: Any, tokenizer: Any, test_tsv: str) -> tuple[float, dict[str, dict]]:
-    from navil.data.synthetic import read_tsv
-    from navil.inference import chat
-
-    rows = read_tsv(test_tsv)
-    hits: dict[str, list[int]] = {}
-    for r in rows:
-        pred = chat(model, tokenizer, images=[r["image"]], question=r["question"], max_new_tokens=6,
-                    multi_scale=False)
-        hits.setdefault(r["category"], []).append(int(pred.strip().lower() == r["answer"].strip().lower()))
-    cats = {c: {"accuracy": sum(v) / len(v), "n": len(v)} for c, v in hits.items()}
-    return sum(sum(v) for v in hits.values()) / max(1, len(rows)), cats
 
 
 def show_examples(model: Any, tokenizer: Any, test_tsv: str, out_png: Path, k: int = 8) -> list[dict]:

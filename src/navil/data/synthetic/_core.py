@@ -156,7 +156,8 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
     """Generate sample ``index`` of ``split`` deterministically from ``seed``.
 
     ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
-    ``weights``. The category draw is made either way, so a sample equals the corresponding sample of a
+    ``weights``; extra turns are asked only about ``categories`` too (so a curriculum stage teaches what it
+    names, and a single-object colour/shape sample is not padded with "How many objects are there?" "1"). The category draw is made either way, so a sample equals the corresponding sample of a
     weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
     and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
     returned (fewer if the scene has no more distinct valid questions whose answer no earlier question
@@ -196,7 +197,7 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
 
     turns = [scene.primary]
     if questions_per_image > 1:
-        rest = [qa for qa in dict.fromkeys(scene.pool) if qa[1] != scene.primary[1]]
+        rest = [qa for qa in dict.fromkeys(scene.pool) if qa[1] != scene.primary[1] and qa[0] in cats]
         rng.shuffle(rest)
         # First one question for each other category (categories in random order, so a category with many
         # candidate questions is not favoured), then any remaining questions. A question whose answer an
