@@ -30,6 +30,14 @@ at 300), 8-px patches (0.25 at 300). Differences below ~0.1 are within run-to-ru
 Stop 11, `--canvas-fill 0.5`: 1500 training images seen ~8 times (`--train-images 1500`) score like 12000
 fresh ones (shape 0.27 / 0.35 / 0.53 / 0.48 vs 0.18 / 0.27 / 0.36 / 0.44 at steps 200 / 300 / 500 / 600), so
 repeating the quickstart's data is not what holds shape back.
+Stop 12, `--canvas-fill 0.5`, shape at steps 100 / 300 / 500 / 600: the same run after the count-"1" second
+turn was dropped from single-object samples (DATA_VERSION 9; ~10% more images per step) 0.28 / 0.37 / 0.55 /
+0.61, against 0.20 / 0.20 / 0.43 / 0.49 with it. Variants on the older data that did not beat that baseline:
+full attention in every ViT block (0.26 / 0.25 / 0.43 at 500), LayerScale init 1.0 (colour stuck at ~0.38,
+shape 0.19 at 500), patch-embedding LR x10 (0.20 / 0.26 / 0.45 / 0.50), ViT LR x6 (0.20 / 0.35 / 0.44 at 500),
+and a per-patch conv stem (3x3 stride-2 convs 3-32-64-128 inside each patch, then a linear layer; 0.89 in the
+ViT-only probe) in place of the patch embedding: 0.20 / 0.20 / 0.37 / 0.36 with colour slowed to 0.82, and
+with a LayerNorm after it colour stays at chance until step 400.
 """
 from __future__ import annotations
 
