@@ -85,25 +85,11 @@ def pooled_features(model, n: int, split: str, canvas_fill: float | None, scale:
     return {k: torch.stack(v) for k, v in feats.items()}, torch.tensor(labels)
 
 
-@torch.no_grad()
 def shape_confusion(validator: Validator, model) -> str:
     """Confusion matrix (true shape -> predicted first answer token) over the validator's shape questions."""
-    model.eval()
-    counts: Counter[tuple[str, str]] = Counter()
-    seen: set[int] = set()  # the last pack is topped up with repeats
-    for pack in validator.packs:
-        inputs = pack.model_inputs()
-        inputs.pop("labels")
-        logits = model(**inputs, return_logits=True).logits[0]
-        ids, labels, cu = pack.input_ids[0], pack.labels[0], pack.cu_seqlens.tolist()
-        for d, (_, item) in enumerate(pack.sample_ids):
-            answer = (labels[cu[d]:cu[d + 1]] != -100).nonzero()
-            if item in seen or validator.categories[item] != "shape" or not len(answer):
-                continue
-            seen.add(item)
-            q = cu[d] + int(answer[0])
-            truth, pred = (model.tokenizer.decode([int(t)]).strip() for t in (ids[q], logits[q - 1].argmax()))
-            counts[(truth, pred)] += 1
+    decode = model.tokenizer.decode
+    counts = Counter((decode([truth]).strip(), decode([pred]).strip())
+                     for category, truth, pred in validator.first_answers(model) if category == "shape")
     preds = sorted({p for _, p in counts})
     rows = [f"{'truth / predicted':18s}" + "".join(f"{p:>10s}" for p in preds)]
     for t in sorted({t for t, _ in counts}):

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,29 +197,32 @@ class Validator:
         self.t0 = time.perf_counter()
 
     @torch.no_grad()
-    def __call__(self, model: Any, phase: str, step: int, extra: dict | None = None) -> dict[str, Any]:
+    def first_answers(self, model: Any) -> Iterator[tuple[str, int, int]]:
+        """(category, true first answer token, predicted token) of each validation question, once each."""
         was_training = model.training
         model.eval()
-        hits: dict[str, list[int]] = {}
-        done: set[int] = set()
+        done: set[int] = set()  # the last pack is topped up with repeats
+        try:
+            for pack in self.packs:
+                inputs = pack.model_inputs()
+                inputs.pop("labels")
+                logits = model(**inputs, return_logits=True).logits[0]
+                ids, labels, cu = pack.input_ids[0], pack.labels[0], pack.cu_seqlens.tolist()
+                for d, (_, item) in enumerate(pack.sample_ids):
+                    answer = (labels[cu[d]:cu[d + 1]] != -100).nonzero()
+                    if item in done or not len(answer):
+                        continue
+                    done.add(item)
+                    q = cu[d] + int(answer[0])
+                    yield self.categories[item], int(ids[q]), int(logits[q - 1].argmax())
+        finally:
+            model.train(was_training)
+
+    def __call__(self, model: Any, phase: str, step: int, extra: dict | None = None) -> dict[str, Any]:
         t = time.perf_counter()
-        for pack in self.packs:
-            inputs = pack.model_inputs()
-            inputs.pop("labels")
-            logits = model(**inputs, return_logits=True).logits[0]
-            ids, labels, cu = pack.input_ids[0], pack.labels[0], pack.cu_seqlens.tolist()
-            for d, (src, item) in enumerate(pack.sample_ids):
-                if item in done:
-                    continue
-                done.add(item)
-                a, b = cu[d], cu[d + 1]
-                pos = (labels[a:b] != -100).nonzero()
-                if not len(pos):
-                    continue
-                q = a + int(pos[0])
-                hit = int(int(logits[q - 1].argmax()) == int(ids[q]))
-                hits.setdefault(self.categories[item], []).append(hit)
-        model.train(was_training)
+        hits: dict[str, list[int]] = {}
+        for category, truth, pred in self.first_answers(model):
+            hits.setdefault(category, []).append(int(truth == pred))
         acc = {c: sum(v) / len(v) for c, v in hits.items()}
         rec = {"phase": phase, "step": step, "t": round(time.perf_counter() - self.t0, 1),
                "overall": sum(sum(v) for v in hits.values()) / max(1, sum(len(v) for v in hits.values())),
