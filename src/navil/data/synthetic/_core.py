@@ -157,8 +157,9 @@ def make_sample(split: str, index: int, category: str | None = None, seed: int =
 
     ``category`` forces the primary category; otherwise it is drawn from ``categories`` (default all) with
     ``weights``; extra turns are asked only about ``categories`` too (so a curriculum stage teaches what it
-    names, and a single-object colour/shape sample is not padded with "How many objects are there?" "1"). The category draw is made either way, so a sample equals the corresponding sample of a
-    weighted stream whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
+    names, and a single-object colour/shape sample is not padded with "How many objects are there?" "1").
+    The category draw is made either way, so a sample equals the corresponding sample of a weighted stream
+    whenever both pick the same category. ``max_objects`` (>= 1) caps objects per scene
     and count answers (position scenes always hold >= 2 objects). ``questions_per_image`` >= 1 turns are
     returned (fewer if the scene has no more distinct valid questions whose answer no earlier question
     names); extra turns prefer categories not yet asked and roughly (not exactly) answer-balanced.
