@@ -47,6 +47,22 @@ between triangle, cross and star; crosses, squares and stars are mostly right (1
 tell "fills its box" from "thin or pointy" but not the boundary's curvature or corner count. With twice the
 patches per image (`min/max_dynamic_patch` 144/256) shape is the same at step 600 (0.59) but the confusions move
 (circles 15 of 20 right, squares and crosses now mixed up): no fixed resolution limit, the ViT is simply slow.
+Stop 13 (1 thread, two runs at a time), shape at steps 100 / 200 / 300 / 400 / 500 / 600: this run as is,
+0.21 / 0.23 / 0.29 / 0.54 / 0.50 / 0.63 in 10.8 min. With 4x4 merge units (`downsample_ratio` 0.25, a quarter
+of the visual tokens, 64-px tokens; the config check relaxed by hand) it was 0.53 at step 600, and the run took
+14.6 min, because more images fit in a pack. Fewer, larger tokens do not help.
+benchmarks/probe_vit_readout.py shows that the ViT is not slow under a max-pooled readout (0.97 at step 300).
+Two scratch variants of this run test that readout inside the whole model:
+- Bag-of-answer-words auxiliary loss (not committed): a linear head on the max-pooled ViT features of each
+  image predicts the answer words of its sample, trained alongside the decoder's loss (BCE over the vocabulary,
+  weight 1 or 3). The head's loss stayed near its shape-blind floor, and shape tracked the run as is (0.62 at
+  600). The same held with the ViT LR at x1, with a softmax over the vocabulary, with a default-initialised
+  instead of a zero-initialised head, and with the decoder's loss switched off (300 steps each).
+- The same max-pooled features with a 5-way shape head fed the same packs: 0.44 / 0.81 / 0.95 at steps 100 /
+  200 / 300 (plain AdamW, lr 1e-3). Betas (0.9, 0.95), warm-up, cosine schedule and clipping: 0.81 at 300. LR
+  3e-3: 0.77.
+So the answer-word targets (one word per image, colour or shape, with no cue which) are the difference, not
+the encoder or the optimiser.
 """
 from __future__ import annotations
 
