@@ -50,7 +50,8 @@ Stop 13, `--canvas-fill 0.5`, the same 16-image steps for every row, held-out sh
     cnn      attn                                     0.46       0.57       0.70
     cnn      mean                                     0.44       0.55       0.51
 
-So the tiny ViT learns shape as fast as the CNN when its features are max-pooled: the encoder is not the
+(The two variant rows come from a scratch copy of `Readout`: the scores multiplied by 8, or eight queries over
+16-dim slices.) So the tiny ViT learns shape as fast as the CNN when its features are max-pooled: the encoder is not the
 bottleneck, the soft readout is. Neither a sharper softmax nor more heads make attention pooling behave
 like max pooling.
 """
