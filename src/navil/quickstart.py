@@ -91,11 +91,11 @@ class Preset:
     max_tokens: int = 1536        # tokens per pack (one optimizer step)
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
-    # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on any
-    # machine; --minutes is turned into steps with these rates, measured on 2 CPU cores (2 threads) on a slow
-    # day: the same machine ran 320 / 130 / 150 steps/min on another day, 243 / 97 / 119 on this one (a run
-    # at the faster rates then took 12.8 min). 80% of the steps scored within noise of the full count.
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 240.0, "stage1": 100.0, "stage2": 120.0})
+    # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on the
+    # same machine; --minutes is turned into steps with these rates, measured on 2 CPU cores (2 threads) on the
+    # slowest day seen: the machine has run 320 / 130 / 150, 243 / 97 / 119 and 203 / 74 / 83 steps/min (text /
+    # stage 1 / stage 2) on different days; at the middle rates the default run took 13.7 min on the slowest.
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 200.0, "stage1": 72.0, "stage2": 80.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
 
 
