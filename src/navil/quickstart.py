@@ -15,8 +15,8 @@ The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10
 5. examples  a few test images with question, answer and ground truth, printed and saved as one PNG sheet
 
 `--minutes` sets a fixed number of optimizer steps per phase (rates measured on 2 CPU cores), so the same
-seed gives the same data, model and accuracy at the same `--threads` (default 2; float summation order
-depends on it); wall-clock time varies with the machine (use `--threads 1` on a busy one). Progress lines go to
+seed gives the same data, model and accuracy on the same machine at the same `--threads` (default 2; float
+summation order depends on both); wall-clock time varies with the machine (use `--threads 1` on a busy one). Progress lines go to
 stdout; the per-category validation accuracy (first answer token = greedy exact match for single-token
 answers) is measured a few times per phase and appended to OUT/curve.jsonl; the final numbers go to
 OUT/results.json.

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default 2; use 1 when other processes share the cores; the same "
-                        "seed reproduces the same accuracy at the same thread count)")
+                        "seed reproduces the same accuracy on the same machine at the same thread count)")
     p.set_defaults(run=run)
 
 
