@@ -103,7 +103,9 @@ Colour reached 0.99-1.00 by step 200-250 in the first three runs. After the warm
 and from the untrained connector's mean/max 0.76 / 0.83. Without the warm-up, the same probe gives 0.22 / 0.51
 and 0.45 / 0.40. So even with a frozen encoder whose mean-pooled visual tokens carry shape linearly at 0.76,
 shape QA stays near chance for 200 steps. Asked about shape alone, it plateaus at ~0.5. What needs to get
-faster is the way the decoder reads the visual tokens, not the encoder.
+faster is the way the decoder reads the visual tokens, not the encoder. One hint at why: of the variance of the
+mean-pooled connector outputs (600 val images), shape's class means explain 0.065 after the warm-up (0.008
+before), colour's 0.343 (0.311). The shape directions are small beside the colour ones.
 """
 from __future__ import annotations
 
