@@ -80,23 +80,23 @@ every row):
 
 So complete targets are not enough. The same max-pooled ViT learns shape in ~150 steps only when the head's
 loss is a softmax over the shape words alone. A second softmax over the colours (learned by step 50) halves
-that speed, and a bag-of-words head that also predicts function words learns shape ~3x slower. In the whole quickstart (1 thread, two runs at a time, test split),
-none of these heads helped. Overall accuracy was 0.242 with BCE in stage 1; 0.213 with BCE also on stage 2's
+that speed, and a bag-of-words head that also predicts function words learns shape ~3x slower. In the whole
+quickstart (1 thread, two runs at a time, test split), none of these heads helped. Overall accuracy was 0.242 with BCE in stage 1; 0.213 with BCE also on stage 2's
 captions; 0.247 with the caption softmax in stage 1; 0.228 with that and stage 1 at 30% of the budget. With
 one softmax per answer set (colours, shapes, ocr words) over the caption's words, it was 0.280 in stage 1
 and 0.250 also in stage 2. Shape stayed at 0.18-0.26 in every run, against 0.272 overall and shape 0.19 for
 the default run (2 threads). Stage 1 has only 144 steps, split over three curriculum sets, and the decoder's
 soft readout still has to learn to read whatever the encoder learned.
+
 That readout is the wall. Setup: the ViT is first warmed up for 300 steps with the shape-only head (the 0.94
 row above), then trained on single-object colour/shape QA (s2_easy, stage 2, the quickstart's LRs). Shape at QA
-steps 50 / 100 / 150 / 200 / 250 / 300:
+steps 50 / 100 / 150 / 200 / 250 / 300 (the last two runs stop at 250):
 
     no warm-up (control)             0.20 / 0.23 / 0.21 / 0.31 / 0.34 / 0.38
     warm-up                          0.20 / 0.24 / 0.19 / 0.20 / 0.31 / 0.34
     warm-up, then the ViT frozen     0.24 / 0.25 / 0.22 / 0.28 / 0.35 / 0.43
-
-    warm-up, ViT frozen, LR 3e-3     0.18 / 0.18 / 0.21 / 0.29 / 0.20     (colour 0.52 at 250)
-    warm-up, ViT frozen, shape questions only   0.35 / 0.43 / 0.53 / 0.48 / 0.51
+    the same at LR 3e-3              0.18 / 0.18 / 0.21 / 0.29 / 0.20  (colour 0.52 at 250)
+    the same on shape questions only 0.35 / 0.43 / 0.53 / 0.48 / 0.51
 
 Colour reached 0.99-1.00 by step 200-250 in the first three runs. After the warm-up, the feature probe
 (`--feature-probe`'s linear classifier, 1000 train / 300 val images) gives shape from ViT mean/max 0.70 / 0.96,
