@@ -78,15 +78,15 @@ every row):
     the same at LR 1e-3                                       0.50   0.70   0.76
     one softmax over the shape words, one over the colours    0.33   0.54   0.62
 
-So complete targets are not enough. The same max-pooled ViT learns shape in ~150 steps only when the head's
-loss is a softmax over the shape words alone. A second softmax over the colours (learned by step 50) halves
-that speed, and a bag-of-words head that also predicts function words learns shape ~3x slower. In the whole
-quickstart (1 thread, two runs at a time, test split), none of these heads helped. Overall accuracy was 0.242 with BCE in stage 1; 0.213 with BCE also on stage 2's
-captions; 0.247 with the caption softmax in stage 1; 0.228 with that and stage 1 at 30% of the budget. With
-one softmax per answer set (colours, shapes, ocr words) over the caption's words, it was 0.280 in stage 1
-and 0.250 also in stage 2. Shape stayed at 0.18-0.26 in every run, against 0.272 overall and shape 0.19 for
-the default run (2 threads). Stage 1 has only 144 steps, split over three curriculum sets, and the decoder's
-soft readout still has to learn to read whatever the encoder learned.
+So complete targets are not enough. The same max-pooled ViT learns shape in ~150 steps only when the head's loss
+is a softmax over the shape words alone. A second softmax over the colours (learned by step 50) halves that speed,
+and a bag-of-words head that also predicts function words learns shape ~3x slower. In the whole quickstart (1
+thread, two runs at a time, test split), none of these heads helped. Overall accuracy was 0.242 with BCE in stage
+1; 0.213 with BCE also on stage 2's captions; 0.247 with the caption softmax in stage 1; 0.228 with that and stage
+1 at 30% of the budget. With one softmax per answer set (colours, shapes, ocr words) over the caption's words, it
+was 0.280 in stage 1 and 0.250 also in stage 2. Shape stayed at 0.18-0.26 in every run, against 0.272 overall and
+shape 0.19 for the default run (2 threads). Stage 1 has only 144 steps, split over three curriculum sets, and the
+decoder's soft readout still has to learn to read whatever the encoder learned.
 
 That readout is the wall. Setup: the ViT is first warmed up for 300 steps with the shape-only head (the 0.94
 row above), then trained on single-object colour/shape QA (s2_easy, stage 2, the quickstart's LRs). Shape at QA
