@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from navil.cli import main
-from navil.data.synthetic import CATEGORIES
+from navil.data.synthetic import CATEGORIES, SHAPES
 
 
 def _mtimes(folder: Path) -> dict[str, float]:
@@ -70,3 +70,14 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert "reusing the synthetic data" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert again["categories"] == res["categories"] and again["overall_accuracy"] == res["overall_accuracy"]
+
+
+def test_quickstart_with_region_grounding(tmp_path, capsys):
+    from navil.quickstart import Preset, run_quickstart
+
+    preset = Preset(grounding_phases=("stage1", "stage2"))
+    res = run_quickstart(tmp_path / "qs", minutes=0.1, data_scale=0.02, preset=preset, examples=0)
+    rows = [json.loads(line) for line in Path(res["data"]["s1_easy"]).read_text().splitlines()]
+    assert all(r["regions"] and r["regions"][0]["label"] in SHAPES for r in rows)  # one object each
+    logged = [line for line in capsys.readouterr().out.splitlines() if "region acc" in line]
+    assert any("stage 1 step" in line for line in logged) and any("stage 2 step" in line for line in logged)

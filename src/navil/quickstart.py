@@ -23,6 +23,7 @@ OUT/results.json.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -97,6 +98,15 @@ class Preset:
     # stage 1 / stage 2) on different days; at the middle rates the default run took 13.7 min on the slowest.
     steps_per_minute: dict = field(default_factory=lambda: {"text": 200.0, "stage1": 72.0, "stage2": 80.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
+    # region grounding (navil.train.grounding): training-only heads on the visual tokens learn each object's
+    # shape, the word and each bar's value from the generator's labelled boxes, in the phases listed. Off by
+    # default: it makes single-object shape readable by a soft readout (benchmarks/probe_grounding.py), but in
+    # the whole 10-minute run it has not helped yet: test overall 0.19-0.24 in six runs (both stages or stage 1
+    # only, weight 0.3 or 1, stage 1 at 20% or 30% of the budget, stage-1 LR 3e-3 or 1e-3) against 0.24 without
+    # (stop 15, 1 thread); in stage 1 its pooled training accuracy only reaches 0.4-0.6 (0.94 after 300 steps
+    # on single objects alone), and colour on single objects fell while it was on in stage 2
+    grounding_phases: tuple = ()
+    grounding_weight: float = 1.0
 
 
 def _say(msg: str) -> None:
@@ -178,6 +188,16 @@ def _loader(paths: list[str] | str, weights: list[float] | None, model: Any, tok
                         None, seed=seed, multi_scale=False, system_message="", shuffle=shuffle)
 
 
+def _grounding_head(model: Any) -> Any:
+    """The training-only region-grounding head over every label the synthetic regions use."""
+    from navil.data.synthetic import OCR_WORDS, SHAPES
+    from navil.data.synthetic._scenes import CHART_MAX_VALUE
+    from navil.train.grounding import RegionGrounding
+
+    labels = [*SHAPES, *OCR_WORDS, *(f"bar {v}" for v in range(1, CHART_MAX_VALUE + 1))]
+    return RegionGrounding(model.config.llm.hidden_size, labels)
+
+
 # ---- validation (learning curve) -------------------------------------------------------------------------------
 class Validator:
     """Per-category first-answer-token accuracy on the validation set (one question per image; every answer is
@@ -244,15 +264,23 @@ def _order(d: dict) -> list[str]:
 # ---- the training loop -----------------------------------------------------------------------------------------
 def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, Any]], steps: int, lr: float,
                 p: Preset, validator: Validator | None = None, lr_mult: dict | None = None,
-                log_every_s: float = 10.0) -> dict[str, Any]:
+                grounding: Any = None, log_every_s: float = 10.0) -> dict[str, Any]:
     """Train `model` for `steps` optimizer steps. `schedule` lists (start fraction, loader): the curriculum
-    switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps."""
+    switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps. `grounding`: a
+    `RegionGrounding` head whose loss (weighted by `p.grounding_weight`) is added on the loaders' regions."""
+    from navil.train.grounding import RegionTable, capture_visual_tokens
     from navil.train.optim import clip_grad_norm
     from navil.train.stages import apply_stage, param_groups
 
     summary = apply_stage(model, stage)
     n_train = sum(v["params"] for v in summary.values() if v["trainable"])
     groups = param_groups(model, lr, p.weight_decay, lr_mult or {})
+    tables = {}
+    if grounding is not None:
+        mult = (lr_mult or {}).get("connector", 1.0)
+        groups.append({"name": "grounding", "params": list(grounding.parameters()), "weight_decay": 0.0,
+                       "lr": lr * mult, "base_lr": lr * mult, "lr_mult": mult})
+        tables = {id(ld): RegionTable([s.path for s in ld.sources]) for _, ld in schedule}
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     params = [q for g in groups for q in g["params"]]
     model.train()
@@ -263,31 +291,39 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     samples = 0
     losses: list[float] = []
     history = []
-    for step in range(1, steps + 1):
-        frac = (step - 1) / steps
-        loader = [ld for f0, ld in schedule if frac >= f0][-1]
-        pack = next(loader)
-        warm = min(1.0, step / max(1, p.warmup_steps))
-        factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        out = model(**pack.model_inputs(), return_logits=False)
-        out.loss.backward()
-        clip_grad_norm(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        samples += pack.num_samples
-        losses.append(float(out.loss.detach()))
-        now = time.perf_counter()
-        if now - last_log >= log_every_s or step == steps:
-            el = now - start
-            loss = sum(losses) / len(losses)
-            history.append({"step": step, "t": round(el, 1), "loss": round(loss, 4)})
-            _say(f"  {name} step {step:5d}/{steps}  {_fmt_t(el)}  loss {loss:.3f}  "
-                 f"{samples / el:.0f} samples/s  lr {opt.param_groups[0]['lr']:.2e}")
-            losses, last_log = [], now
-        if validator is not None and step % val_every == 0 and step < steps:
-            validator(model, name, step, {"loss": history[-1]["loss"] if history else None})
+    with capture_visual_tokens(model) if grounding is not None else contextlib.nullcontext({}) as captured:
+        for step in range(1, steps + 1):
+            frac = (step - 1) / steps
+            loader = [ld for f0, ld in schedule if frac >= f0][-1]
+            pack = next(loader)
+            warm = min(1.0, step / max(1, p.warmup_steps))
+            factor = warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            out = model(**pack.model_inputs(), return_logits=False)
+            loss = out.loss
+            if grounding is not None and pack.image_grid_thw is not None:
+                regions = tables[id(loader)].for_pack(pack)
+                loss = loss + p.grounding_weight * grounding(captured.pop("tokens"), pack.image_grid_thw, regions,
+                                                             model.config.merge_size)
+            loss.backward()
+            clip_grad_norm(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            samples += pack.num_samples
+            losses.append(float(out.loss.detach()))
+            now = time.perf_counter()
+            if now - last_log >= log_every_s or step == steps:
+                el = now - start
+                loss = sum(losses) / len(losses)
+                history.append({"step": step, "t": round(el, 1), "loss": round(loss, 4)})
+                region_acc = grounding.pop_accuracy() if grounding is not None else None
+                _say(f"  {name} step {step:5d}/{steps}  {_fmt_t(el)}  loss {loss:.3f}  "
+                     f"{samples / el:.0f} samples/s  lr {opt.param_groups[0]['lr']:.2e}"
+                     + (f"  region acc {region_acc:.2f}" if region_acc is not None else ""))
+                losses, last_log = [], now
+            if validator is not None and step % val_every == 0 and step < steps:
+                validator(model, name, step, {"loss": history[-1]["loss"] if history else None})
     el = time.perf_counter() - start
     _say(f"{name}: done, {steps} steps, {samples} samples in {el:.0f}s")
     for p_ in model.parameters():
@@ -466,8 +502,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
           (0.2, _loader(data["s1_medium"], None, model, tok, p, seed)),
           (0.45, _loader(data["s1_full"], None, model, tok, p, seed))]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}
+    grounding = _grounding_head(model)
     phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
-                                   validator, mult1)
+                                   validator, mult1, grounding if "stage1" in p.grounding_phases else None)
     validator(model, "stage 1", phases["stage1"]["steps"], {"boundary": True})
 
     # 3. stage 2 --------------------------------------------------------------------------------------------
@@ -478,7 +515,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
                        [1 - p.caption_share_stage2, p.caption_share_stage2] if name in captions else None,
                        model, tok, p, seed + 1)) for f0, name in p.stage2_curriculum]
     phases["stage2"] = train_phase("stage 2", model, "stage2", s2, steps_for("stage2", p.share_stage2), p.lr_stage2, p,
-                                   validator, mult)
+                                   validator, mult, grounding if "stage2" in p.grounding_phases else None)
     validator(model, "stage 2", phases["stage2"]["steps"], {"boundary": True})
     model_dir = out / "model"
     save_with_tokenizer(model.eval(), tok, model_dir)

@@ -92,6 +92,26 @@ class SyntheticSample:
     def id(self) -> str:
         return f"synthetic-{self.split}-{self.seed}-{self.index}"
 
+    def regions(self) -> list[dict]:
+        """Labelled boxes of what the image shows, for grounding losses: ``{"box": [x0, y0, x1, y1]`` (fractions
+        of the image width/height) ``, "label"}``: each object (label: its shape), the word (label: the word)
+        and each bar of a chart (label: ``"bar <value>"``)."""
+        w, h = self.image.size
+        m = self.meta
+
+        def box(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+            return [round(x0 / w, 4), round(y0 / h, 4), round(x1 / w, 4), round(y1 / h, 4)]
+
+        if m.get("scene") == "text":
+            return [{"box": box(*m["box"]), "label": m["word"]}]
+        if m.get("scene") == "chart":
+            plot = m["plot"]
+            half = plot["bar_width"] / 2
+            return [{"box": box(x - half, plot["base_y"] - v * plot["unit"], x + half, plot["base_y"]),
+                     "label": f"bar {v}"} for x, v in zip(plot["bar_x"], m["bars"].values())]
+        return [{"box": box(o["x"] - o["size"] / 2, o["y"] - o["size"] / 2, o["x"] + o["size"] / 2,
+                            o["y"] + o["size"] / 2), "label": o["shape"]} for o in m.get("objects", ())]
+
 
 def normalize_split(split: str) -> str:
     s = _SPLIT_ALIASES.get(split, split)

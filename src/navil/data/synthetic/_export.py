@@ -65,7 +65,8 @@ def export_jsonl(out_dir: str | Path, split: str, n: int, seed: int = 0, mode: s
     """Write ``n`` samples as PNGs under ``out_dir/images/`` plus ``out_dir/<split>_<mode>.jsonl``.
 
     One JSON object per line: ``{"id", "image": "images/<split>_s<seed>_<index>.png" (relative to
-    out_dir), "conversations": [...], "category", "width", "height"}``. Returns the JSONL path. Use one
+    out_dir), "conversations": [...], "category", "width", "height", "regions"}`` (``regions``: see
+    ``SyntheticSample.regions``). Returns the JSONL path. Use one
     generator configuration per (out_dir, split, seed): image names do not encode other options.
     """
     if mode not in MODES:
@@ -82,7 +83,8 @@ def export_jsonl(out_dir: str | Path, split: str, n: int, seed: int = 0, mode: s
             rec = {"id": s.id, "image": rel,
                    "conversations": sample_conversation(s, mode, prompt_suffix=prompt_suffix,
                                                         caption_ratio=caption_ratio),
-                   "category": s.category, "width": s.image.width, "height": s.image.height}
+                   "category": s.category, "width": s.image.width, "height": s.image.height,
+                   "regions": s.regions()}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return path
 
