@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from navil.data.synthetic import SHAPES, make_sample
-from navil.train.grounding import RegionGrounding, RegionTable, capture_visual_tokens
+from navil.data.synthetic import COLORS, SHAPES, make_sample
+from navil.train.grounding import GroundingHeads, RegionGrounding, RegionTable, capture_visual_tokens
 
 
 def _head() -> RegionGrounding:
@@ -49,6 +49,23 @@ def test_loss_trains_the_tokens_and_is_zero_without_regions():
         g(tokens, grids, [[{"box": [0, 0, 1, 1], "label": "unknown"}]], merge=2)
 
 
+def test_grounding_heads_add_one_loss_per_region_field():
+    torch.manual_seed(0)
+    shape, color = _head(), RegionGrounding(8, ["red", "blue"], key="color")
+    heads = GroundingHeads([shape, color])
+    grids, tokens = torch.tensor([[1, 4, 6]]), torch.randn(6, 8)
+    regions = [[{"box": [0.0, 0.0, 0.34, 0.5], "label": "square", "color": "red"},
+                {"box": [0.5, 0.5, 1.0, 1.0], "label": "CAT"}]]  # no colour: left out of the colour head
+    assert torch.allclose(heads(tokens, grids, regions, 2), shape(tokens, grids, regions, 2)
+                          + color(tokens, grids, regions, 2))
+    assert color.targets(grids, regions, 2)[3].tolist() == [0]
+    heads.pop_accuracy()
+    assert heads.pop_accuracy() is None
+    heads(tokens, grids, regions, 2)
+    logged = heads.pop_accuracy()
+    assert logged.startswith("label ") and "  color " in logged
+
+
 def test_capture_visual_tokens_hooks_the_connector_until_the_block_ends():
     model = torch.nn.Module()
     model.mlp1 = torch.nn.Linear(2, 3)
@@ -67,8 +84,9 @@ def test_synthetic_regions_match_the_drawn_scene(category):
         assert regions and all(0 <= r["box"][0] < r["box"][2] <= 1.0001 and 0 <= r["box"][1] < r["box"][3] <= 1.0001
                                 for r in regions)
         m = s.meta
+        assert all(r["color"] in COLORS for r in regions)
         if category == "ocr":
-            assert [r["label"] for r in regions] == [m["word"]]
+            assert [r["label"] for r in regions] == [m["word"]] and regions[0]["color"] == m["color"]
         elif category == "chart":
             assert [r["label"] for r in regions] == [f"bar {v}" for v in m["bars"].values()]
             heights = [r["box"][3] - r["box"][1] for r in regions]
@@ -105,4 +123,3 @@ def test_region_table_maps_pack_ids_to_rows(tmp_path):
     assert table.for_pack(Pack()) == [None, None, None, None]
     Pack.grid_rows_per_sample = [1, 1, 1]
     assert table.for_pack(Pack()) == [None, rows[0]["regions"], None]
-    assert table.labels() == ["CAT"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
 
-DATA_VERSION = 10
+DATA_VERSION = 11
 _WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
 

@@ -16,7 +16,10 @@ Measured on single-object shape with the quickstart's encoder (`benchmarks/probe
 at readout steps 50 / 100 / 150 (chance 0.20): no grounding 0.29 / 0.29 / 0.32, pooled and dense 0.76 / 0.90
 / 0.92 (the benchmark's docstring has the single-target rows).
 
-The head is not part of the model: it is neither saved nor used at inference. Images without regions, and
+Each `RegionGrounding` predicts one field of the regions (`key`, default "label"); `GroundingHeads` adds up
+several (the quickstart's: what the region is, and its "color").
+
+The heads are not part of the model: they are neither saved nor used at inference. Images without regions, and
 samples with several images or scales, are left out of the loss.
 """
 from __future__ import annotations
@@ -38,8 +41,9 @@ class RegionGrounding(nn.Module):
     """A linear head over visual tokens trained on labelled regions (see module docstring)."""
 
     def __init__(self, hidden_size: int, labels: Sequence[str], background_weight: float = 0.2,
-                 dense_weight: float = 1.0, pooled_weight: float = 1.0) -> None:
+                 dense_weight: float = 1.0, pooled_weight: float = 1.0, key: str = "label") -> None:
         super().__init__()
+        self.key = key  # the region field this head predicts (regions without it are left out)
         self.dense_weight, self.pooled_weight = dense_weight, pooled_weight
         self.labels = list(dict.fromkeys(labels))
         self.index = {label: i for i, label in enumerate(self.labels)}
@@ -60,7 +64,8 @@ class RegionGrounding(nn.Module):
         (token, region) membership, label per region)."""
         dense, members, owners, region_labels = [], [], [], []
         offset = n_regions = 0
-        for (t, h, w), image_regions in zip(grids.tolist(), regions):
+        for (t, h, w), all_regions in zip(grids.tolist(), regions):
+            image_regions = [r for r in all_regions or () if self.key in r]
             rows, cols = h // merge, w // merge
             n = t * rows * cols
             if t != 1 or not image_regions:
@@ -75,7 +80,7 @@ class RegionGrounding(nn.Module):
             centre_token = (((boxes[:, 1] + boxes[:, 3]) / 2 * rows).long().clamp(0, rows - 1) * cols
                             + ((boxes[:, 0] + boxes[:, 2]) / 2 * cols).long().clamp(0, cols - 1))
             inside[torch.arange(len(boxes)), centre_token] = True
-            ids = torch.tensor([self.index[r["label"]] for r in image_regions])
+            ids = torch.tensor([self.index[r[self.key]] for r in image_regions])
             label = torch.full((n,), self.background)
             region, token = inside.nonzero(as_tuple=True)
             label[token] = ids[region]
@@ -114,6 +119,19 @@ class RegionGrounding(nn.Module):
         return acc
 
 
+class GroundingHeads(nn.ModuleList):
+    """Several `RegionGrounding` heads (e.g. one per region field) whose losses add up."""
+
+    def forward(self, tokens: torch.Tensor, grids: torch.Tensor, regions: Sequence[Regions], merge: int
+                ) -> torch.Tensor:
+        return sum(head(tokens, grids, regions, merge) for head in self)
+
+    def pop_accuracy(self) -> str | None:
+        """Each head's pooled training accuracy since the last call, as "key acc ..." (None if none seen)."""
+        parts = [(head.key, head.pop_accuracy()) for head in self]
+        return "  ".join(f"{k} {a:.2f}" for k, a in parts if a is not None) or None
+
+
 class RegionTable:
     """The `regions` of every row of JSONL files, looked up by a pack's (source, item) ids."""
 
@@ -122,9 +140,6 @@ class RegionTable:
         for path in paths:
             with open(path, encoding="utf-8") as f:
                 self.rows.append([json.loads(line).get("regions") for line in f if line.strip()])
-
-    def labels(self) -> list[str]:
-        return sorted({r["label"] for rows in self.rows for regions in rows if regions for r in regions})
 
     def for_pack(self, pack: Any) -> list[Regions]:
         """One entry per image row of `pack.image_grid_thw` (None for samples with several images/scales)."""

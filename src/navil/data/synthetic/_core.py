@@ -94,8 +94,8 @@ class SyntheticSample:
 
     def regions(self) -> list[dict]:
         """Labelled boxes of what the image shows, for grounding losses: ``{"box": [x0, y0, x1, y1]`` (fractions
-        of the image width/height) ``, "label"}``: each object (label: its shape), the word (label: the word)
-        and each bar of a chart (label: ``"bar <value>"``)."""
+        of the image width/height) ``, "label", "color"}``: each object (label: its shape), the word (label: the
+        word) and each bar of a chart (label: ``"bar <value>"``), each with the colour it is drawn in."""
         w, h = self.image.size
         m = self.meta
 
@@ -103,14 +103,15 @@ class SyntheticSample:
             return [round(x0 / w, 4), round(y0 / h, 4), round(x1 / w, 4), round(y1 / h, 4)]
 
         if m.get("scene") == "text":
-            return [{"box": box(*m["box"]), "label": m["word"]}]
+            return [{"box": box(*m["box"]), "label": m["word"], "color": m["color"]}]
         if m.get("scene") == "chart":
             plot = m["plot"]
             half = plot["bar_width"] / 2
             return [{"box": box(x - half, plot["base_y"] - v * plot["unit"], x + half, plot["base_y"]),
-                     "label": f"bar {v}"} for x, v in zip(plot["bar_x"], m["bars"].values())]
+                     "label": f"bar {v}", "color": m["color"]} for x, v in zip(plot["bar_x"], m["bars"].values())]
         return [{"box": box(o["x"] - o["size"] / 2, o["y"] - o["size"] / 2, o["x"] + o["size"] / 2,
-                            o["y"] + o["size"] / 2), "label": o["shape"]} for o in m.get("objects", ())]
+                            o["y"] + o["size"] / 2), "label": o["shape"], "color": o["color"]}
+                for o in m.get("objects", ())]
 
 
 def normalize_split(split: str) -> str:
