@@ -273,8 +273,9 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
                 p: Preset, validator: Validator | None = None, lr_mult: dict | None = None,
                 grounding: Any = None, log_every_s: float = 10.0) -> dict[str, Any]:
     """Train `model` for `steps` optimizer steps. `schedule` lists (start fraction, loader): the curriculum
-    switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps. `grounding`: a
-    `RegionGrounding` head whose loss (weighted by `p.grounding_weight`) is added on the loaders' regions."""
+    switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps. `grounding`:
+    grounding heads (`_grounding_head`) whose loss, weighted by `p.grounding_weight`, is added on the loaders'
+    regions."""
     from navil.train.grounding import RegionTable, capture_visual_tokens
     from navil.train.optim import clip_grad_norm
     from navil.train.stages import apply_stage, param_groups
@@ -509,7 +510,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
           (0.2, _loader(data["s1_medium"], None, model, tok, p, seed)),
           (0.45, _loader(data["s1_full"], None, model, tok, p, seed))]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}
-    grounding = _grounding_head(model)
+    grounding = _grounding_head(model) if p.grounding_phases else None
     phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
                                    validator, mult1, grounding if "stage1" in p.grounding_phases else None)
     validator(model, "stage 1", phases["stage1"]["steps"], {"boundary": True})

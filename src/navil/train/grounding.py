@@ -100,10 +100,11 @@ class RegionGrounding(nn.Module):
         dense, members, owners, region_labels = (x.to(tokens.device) for x in self.targets(grids, regions, merge))
         if not len(region_labels):
             return tokens.sum() * 0.0
-        logits = self.dense_head(tokens.float())
+        tokens = tokens.float()
+        logits = self.dense_head(tokens)
         known = dense != -100
         dense_loss = F.cross_entropy(logits[known], dense[known], weight=self.class_weight)
-        feats = tokens.float()[members]
+        feats = tokens[members]
         pooled = torch.full((len(region_labels), feats.shape[1]), float("-inf"), device=tokens.device)
         pooled = pooled.scatter_reduce(0, owners[:, None].expand_as(feats), feats, "amax")
         region_logits = self.pooled_head(pooled)
