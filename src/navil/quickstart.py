@@ -73,9 +73,12 @@ class Preset:
     share_text: float = 0.10
     share_stage1: float = 0.20
     share_stage2: float = 0.62
+    # stage-1 curriculum: (start fraction, caption set) -- single objects, then <= 3 objects, then everything
+    stage1_curriculum: list = field(default_factory=lambda: [(0.0, "s1_easy"), (0.2, "s1_medium"), (0.45, "s1_full")])
     # stage-2 curriculum: (start fraction, set) -- single objects (colour/shape) until the model starts to use
-    # the image, then colour/shape with <= 3 objects (binding a shape to its colour), then everything (measured: on the full mixture alone the model sits on the
-    # image-blind plateau for 500+ steps; on single-object colour it leaves it after ~50)
+    # the image, then colour/shape with <= 3 objects (binding a shape to its colour), then everything (measured:
+    # on the full mixture alone the model sits on the image-blind plateau for 500+ steps; on single-object colour
+    # it leaves it after ~50)
     stage2_curriculum: list = field(default_factory=lambda: [(0.0, "s2_easy"), (0.25, "s2_medium"), (0.55, "s2_qa")])
     # optimisation
     lr_text: float = 3e-3
@@ -89,14 +92,18 @@ class Preset:
     vision_lr_mult: float = 3.0
     connector_lr_mult: float = 10.0
     weight_decay: float = 0.01
-    max_tokens: int = 1536        # tokens per pack (one optimizer step)
+    # tokens per pack (one optimizer step). 1024 rather than 1536: 1.45x the steps in the same wall time (a stage-2
+    # step costs 0.26 s against 0.29-0.37 s), and colour rose from 0.39 to 0.46-0.54 in six runs (overall 0.25-0.27
+    # against 0.25; stop 16, 1 thread)
+    max_tokens: int = 1024
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on the
-    # same machine; --minutes is turned into steps with these rates, measured on 2 CPU cores (2 threads) on the
-    # slowest day seen: the machine has run 320 / 130 / 150, 243 / 97 / 119 and 203 / 74 / 83 steps/min (text /
-    # stage 1 / stage 2) on different days; at the middle rates the default run took 13.7 min on the slowest.
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 200.0, "stage1": 72.0, "stage2": 80.0})
+    # same machine; --minutes is turned into steps with these rates: 1.45x those measured with 1536-token packs
+    # on 2 CPU cores (2 threads) on the slowest day seen (200 / 72 / 80 steps/min for text / stage 1 / stage 2;
+    # the machine has run 320 / 130 / 150 and 243 / 97 / 119 on other days; at the middle rates the default run
+    # took 13.7 min on the slowest).
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 290.0, "stage1": 104.0, "stage2": 116.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
     # region grounding (navil.train.grounding): training-only heads on the visual tokens learn each object's
     # shape, the word and each bar's value from the generator's labelled boxes, in the phases listed. Off by
@@ -506,9 +513,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     tok = model.tokenizer
     validator = Validator(data["val"], model, tok, p, curve)
     mult = {"vision": p.vision_lr_mult, "connector": p.connector_lr_mult}
-    s1 = [(0.0, _loader(data["s1_easy"], None, model, tok, p, seed)),
-          (0.2, _loader(data["s1_medium"], None, model, tok, p, seed)),
-          (0.45, _loader(data["s1_full"], None, model, tok, p, seed))]
+    s1 = [(f0, _loader(data[name], None, model, tok, p, seed)) for f0, name in p.stage1_curriculum]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}
     grounding = _grounding_head(model) if p.grounding_phases else None
     phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
