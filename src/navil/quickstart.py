@@ -92,32 +92,22 @@ class Preset:
     vision_lr_mult: float = 3.0
     connector_lr_mult: float = 10.0
     weight_decay: float = 0.01
-    # tokens per pack (one optimizer step). 1024 rather than 1536: 1.45x the steps in the same wall time (a stage-2
-    # step costs 0.26 s against 0.29-0.37 s), and colour rose from 0.39 to 0.46-0.54 in six runs (overall 0.25-0.27
-    # against 0.25; stop 16, 1 thread)
+    # tokens per pack (one optimizer step). 1024 rather than 1536: 1.45x the steps took the same wall time (text /
+    # stage 1 / stage 2 58 / 112 / 325 s against 59 / 114 / 331 s, 1 thread), and colour rose from 0.39 to
+    # 0.46-0.54 in six runs (overall 0.25-0.27 against 0.25)
     max_tokens: int = 1024
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on the
-    # same machine; --minutes is turned into steps with these rates: 1.45x those measured with 1536-token packs
-    # on 2 CPU cores (2 threads) on the slowest day seen (200 / 72 / 80 steps/min for text / stage 1 / stage 2;
-    # the machine has run 320 / 130 / 150 and 243 / 97 / 119 on other days; at the middle rates the default run
-    # took 13.7 min on the slowest).
+    # same machine; --minutes is turned into steps with these rates: 1.45x (see max_tokens) those measured with
+    # 1536-token packs on 2 CPU cores (2 threads) on the slowest day seen, 200 / 72 / 80 steps/min for text /
+    # stage 1 / stage 2 (other days: 320 / 130 / 150 and 243 / 97 / 119).
     steps_per_minute: dict = field(default_factory=lambda: {"text": 290.0, "stage1": 104.0, "stage2": 116.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
     # region grounding (navil.train.grounding): training-only heads on the visual tokens learn each object's
-    # shape, the word and each bar's value from the generator's labelled boxes, in the phases listed. Off by
-    # default: it makes single-object shape readable by a soft readout (benchmarks/probe_grounding.py), but in
-    # the whole 10-minute run it has not helped yet: test overall 0.19-0.24 in six runs (both stages or stage 1
-    # only, weight 0.3 or 1, stage 1 at 20% or 30% of the budget, stage-1 LR 3e-3 or 1e-3) against 0.24 without
-    # (stop 15, 1 thread); in stage 1 its pooled training accuracy only reaches 0.4-0.6 (0.94 after 300 steps
-    # on single objects alone), and colour on single objects fell while it was on in stage 2. With enough
-    # single-object steps the decoder does read the grounded tokens: 300 grounded stage-1 steps on s1_easy (LR
-    # 1e-3, connector x3), then stage 2 on s2_easy with grounding, gives single-object shape QA 0.48 / 0.52 /
-    # 0.80 / 0.94 / 0.92 at steps 42 / 126 / 168 / 210 / 250, against 0.14 / 0.30 / 0.54 / 0.54 / 0.56
-    # without grounding -- but colour 0.38-0.68 instead of 1.00 when the heads named shapes only. With the
-    # colour head as well (as now) colour stays at 1.00 and shape reaches 0.20 / 0.48 / 0.44 / 0.56 / 0.64 at
-    # the same steps (2 threads). Next: a shape/colour balance that keeps both, then that schedule in budget.
+    # shape, the word and each bar's value (and its colour) from the generator's labelled boxes, in the phases
+    # listed. Off by default: it grounds the encoder, but no schedule tried has lifted the whole ten-minute run
+    # (figures in docs/quickstart.md).
     grounding_phases: tuple = ()
     grounding_weight: float = 1.0
 
