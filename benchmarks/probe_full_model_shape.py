@@ -197,7 +197,7 @@ def main() -> None:
         data = prepare_data(work / "data", 0, DataSizes(**tiny, val=12, test=12))  # only the text is used
         train_text_llm(data, preset, 0, args.llm_steps, llm_dir)
     model = init_from_llm(llm_dir, _configs(preset, 0)[1], seed=0, **_navil_kwargs(preset))
-    validator = Validator(str(work / "val" / "val_qa.jsonl"), model, model.tokenizer, preset, work / "curve.jsonl")
+    validator = Validator({"": str(work / "val" / "val_qa.jsonl")}, model, model.tokenizer, preset, work / "curve.jsonl")
     loader = _loader(str(work / "train" / "train_qa.jsonl"), None, model, model.tokenizer, preset, 0)
     train_phase("probe", model, "stage2", [(0.0, loader)], args.steps, preset.lr_stage2, preset, validator,
                 {"vision": preset.vision_lr_mult, "connector": preset.connector_lr_mult})

@@ -49,6 +49,12 @@ def test_quickstart_end_to_end(tmp_path, capsys):
         assert abs(hits - res["categories"][name]["accuracy"] * res["categories"][name]["n"]) < 1e-3
     assert "by_objects" not in res["categories"]["ocr"]
     assert (out / "curve.jsonl").is_file() and (out / "examples.png").is_file()
+    # the learning curve also follows colour and shape on single objects, outside "overall"
+    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    for rec in curve:
+        assert {"color@1", "shape@1"} <= set(rec["categories"])
+        main_set = [rec["categories"][c] for c in CATEGORIES]  # balanced validation set: equal counts
+        assert abs(rec["overall"] - sum(main_set) / len(main_set)) < 1e-3
     text = capsys.readouterr().out
     assert "category" in text and "overall" in text and "stage 1" in text and "stage 2" in text
 

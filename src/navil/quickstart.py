@@ -204,19 +204,26 @@ def _grounding_head(model: Any) -> Any:
 
 # ---- validation (learning curve) -------------------------------------------------------------------------------
 class Validator:
-    """Per-category first-answer-token accuracy on the validation set (one question per image; every answer is
-    a single token of the word-level tokenizer, so this equals greedy exact match up to the closing token)."""
+    """Per-category first-answer-token accuracy on the validation sets (one question per image; every answer is
+    a single token of the word-level tokenizer, so this equals greedy exact match up to the closing token).
 
-    def __init__(self, val_jsonl: str, model: Any, tokenizer: Any, p: Preset, curve_path: Path) -> None:
-        self.categories = jsonl_categories(val_jsonl)
-        n = len(self.categories)
-        loader = _loader(val_jsonl, None, model, tokenizer, p, seed=0, shuffle=False)
-        self.packs, seen = [], 0
-        while seen < n:
-            pack = next(loader)
-            self.packs.append(pack)
-            seen += pack.num_samples
-        loader.close()
+    `val_sets` maps a category suffix to a validation JSONL: `{"": val, "@1": val_single}` reports the balanced
+    set's categories as they are and the single-object set's as "color@1" and "shape@1" (a shape read on one
+    object, before any binding). Only the unsuffixed set counts towards "overall"."""
+
+    def __init__(self, val_sets: dict[str, str], model: Any, tokenizer: Any, p: Preset, curve_path: Path) -> None:
+        self.sets: list[tuple[list[str], list[Any]]] = []  # (category of each item, packs) per set
+        for suffix, path in val_sets.items():
+            categories = [c + suffix for c in jsonl_categories(path)]
+            loader = _loader(path, None, model, tokenizer, p, seed=0, shuffle=False)
+            packs, seen = [], 0
+            while seen < len(categories):
+                pack = next(loader)
+                packs.append(pack)
+                seen += pack.num_samples
+            loader.close()
+            self.sets.append((categories, packs))
+        self.overall_categories = {c for c in jsonl_categories(val_sets[""])} if "" in val_sets else None
         self.curve_path = curve_path
         self.t0 = time.perf_counter()
 
@@ -225,22 +232,27 @@ class Validator:
         """(category, true first answer token, predicted token) of each validation question, once each."""
         was_training = model.training
         model.eval()
-        done: set[int] = set()  # the last pack is topped up with repeats
         try:
-            for pack in self.packs:
-                inputs = pack.model_inputs()
-                inputs.pop("labels")
-                logits = model(**inputs, return_logits=True).logits[0]
-                ids, labels, cu = pack.input_ids[0], pack.labels[0], pack.cu_seqlens.tolist()
-                for d, (_, item) in enumerate(pack.sample_ids):
-                    answer = (labels[cu[d]:cu[d + 1]] != -100).nonzero()
-                    if item in done or not len(answer):
-                        continue
-                    done.add(item)
-                    q = cu[d] + int(answer[0])
-                    yield self.categories[item], int(ids[q]), int(logits[q - 1].argmax())
+            for categories, packs in self.sets:
+                yield from self._first_answers(model, categories, packs)
         finally:
             model.train(was_training)
+
+    @staticmethod
+    def _first_answers(model: Any, categories: list[str], packs: list[Any]) -> Iterator[tuple[str, int, int]]:
+        done: set[int] = set()  # the last pack is topped up with repeats
+        for pack in packs:
+            inputs = pack.model_inputs()
+            inputs.pop("labels")
+            logits = model(**inputs, return_logits=True).logits[0]
+            ids, labels, cu = pack.input_ids[0], pack.labels[0], pack.cu_seqlens.tolist()
+            for d, (_, item) in enumerate(pack.sample_ids):
+                answer = (labels[cu[d]:cu[d + 1]] != -100).nonzero()
+                if item in done or not len(answer):
+                    continue
+                done.add(item)
+                q = cu[d] + int(answer[0])
+                yield categories[item], int(ids[q]), int(logits[q - 1].argmax())
 
     def __call__(self, model: Any, phase: str, step: int, extra: dict | None = None) -> dict[str, Any]:
         t = time.perf_counter()
@@ -248,8 +260,9 @@ class Validator:
         for category, truth, pred in self.first_answers(model):
             hits.setdefault(category, []).append(int(truth == pred))
         acc = {c: sum(v) / len(v) for c, v in hits.items()}
+        counted = [v for c, v in hits.items() if self.overall_categories is None or c in self.overall_categories]
         rec = {"phase": phase, "step": step, "t": round(time.perf_counter() - self.t0, 1),
-               "overall": sum(sum(v) for v in hits.values()) / max(1, sum(len(v) for v in hits.values())),
+               "overall": sum(map(sum, counted)) / max(1, sum(map(len, counted))),
                "categories": {c: round(acc[c], 4) for c in _order(acc)}, "val_seconds": round(time.perf_counter() - t, 1),
                **(extra or {})}
         with open(self.curve_path, "a") as f:
@@ -501,7 +514,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     # 2. stage 1 --------------------------------------------------------------------------------------------
     model = init_from_llm(llm_dir, vis_cfg, seed=seed, **_navil_kwargs(p))
     tok = model.tokenizer
-    validator = Validator(data["val"], model, tok, p, curve)
+    validator = Validator({"": data["val"], "@1": data["val_single"]}, model, tok, p, curve)
     mult = {"vision": p.vision_lr_mult, "connector": p.connector_lr_mult}
     s1 = [(f0, _loader(data[name], None, model, tok, p, seed)) for f0, name in p.stage1_curriculum]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}

@@ -21,7 +21,7 @@ from typing import Any
 
 from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
 
-DATA_VERSION = 11
+DATA_VERSION = 12
 _WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
 
@@ -39,13 +39,14 @@ class DataSizes:
     s2_qa: int = 6000         # stage 2: question answering, `qpi` questions per image, every category
     qpi: int = 8              # questions per image in the full QA set (fewer when a scene has fewer)
     val: int = 240            # validation (learning curve), balanced, one question per image
+    val_single: int = 160     # validation: colour/shape questions on single objects ("color@1", "shape@1")
     test: int = 600           # held-out test split (TSV), balanced
 
     def scaled(self, factor: float) -> DataSizes:
         d = asdict(self)
         for k, v in d.items():
             if k != "qpi":
-                d[k] = max(12 if k in ("val", "test") else 24, round(v * factor))
+                d[k] = max(12 if k in ("val", "val_single", "test") else 24, round(v * factor))
         return DataSizes(**d)
 
 
@@ -162,6 +163,7 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
         "s2_medium": root / "s2_medium" / "train_qa.jsonl",
         "s2_qa": root / "s2_qa" / "train_qa.jsonl",
         "val": root / "val" / "val_qa.jsonl",
+        "val_single": root / "val_single" / "val_qa.jsonl",
         "test": root / "test" / f"NaViL_Synthetic_test_n{sizes.test}_s{seed}.tsv",
     }
     if marker.is_file() and json.loads(marker.read_text()) == spec and all(p.exists() for p in paths.values()):
@@ -182,6 +184,8 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
                        "start": 5 * 10**6, "categories": ("color", "shape"), "max_objects": 3}),
         ("s2_qa", {"split": "train", "n": sizes.s2_qa, "mode": "qa", "questions_per_image": sizes.qpi}),
         ("val", {"split": "val", "n": sizes.val, "mode": "qa", "balanced": True}),
+        ("val_single", {"split": "val", "n": sizes.val_single, "mode": "qa", "balanced": True, "start": 10**6,
+                        **CURRICULUM["easy"]}),
     ]
     # Every sample is drawn from its own seed, so the sets can be written by two worker processes (spawned:
     # the parent already runs torch's thread pool) while this one writes the tokenizer and the text set.
