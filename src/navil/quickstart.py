@@ -18,8 +18,8 @@ The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10
 seed gives the same data, model and accuracy on the same machine at the same `--threads` (default 2; float
 summation order depends on both); wall-clock time varies with the machine (use `--threads 1` on a busy one). Progress lines go to
 stdout; the per-category validation accuracy (first answer token = greedy exact match for single-token
-answers) is measured a few times per phase and appended to OUT/curve.jsonl; the final numbers go to
-OUT/results.json.
+answers), with colour and shape on single objects as "color@1" and "shape@1", is measured a few times per
+phase and appended to OUT/curve.jsonl; the final numbers go to OUT/results.json.
 """
 from __future__ import annotations
 
@@ -463,8 +463,10 @@ def plot_curve(curve_path: Path, out_png: Path) -> None:
         cats = _order({c: 0 for r in recs for c in r["categories"]})
         fig, ax = plt.subplots(figsize=(7, 4))
         ts = [r["t"] / 60 for r in recs]
-        for c in cats:
-            ax.plot(ts, [r["categories"].get(c, float("nan")) for r in recs], marker="o", label=c)
+        bases = list(dict.fromkeys(c.split("@")[0] for c in cats))
+        for c in cats:  # a slice ("shape@1": single objects) dashed, in its category's colour
+            ax.plot(ts, [r["categories"].get(c, float("nan")) for r in recs], marker="o", label=c,
+                    color=f"C{bases.index(c.split('@')[0]) % 10}", linestyle="--" if "@" in c else "-")
         for r in recs:
             if r.get("boundary"):
                 ax.axvline(r["t"] / 60, color="gray", lw=0.5)
