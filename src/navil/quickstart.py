@@ -213,8 +213,11 @@ class Validator:
 
     def __init__(self, val_sets: dict[str, str], model: Any, tokenizer: Any, p: Preset, curve_path: Path) -> None:
         self.sets: list[tuple[list[str], list[Any]]] = []  # (category of each item, packs) per set
+        self.overall_categories: set[str] | None = None  # None: every category counts
         for suffix, path in val_sets.items():
             categories = [c + suffix for c in jsonl_categories(path)]
+            if not suffix:
+                self.overall_categories = set(categories)
             loader = _loader(path, None, model, tokenizer, p, seed=0, shuffle=False)
             packs, seen = [], 0
             while seen < len(categories):
@@ -223,7 +226,6 @@ class Validator:
                 seen += pack.num_samples
             loader.close()
             self.sets.append((categories, packs))
-        self.overall_categories = {c for c in jsonl_categories(val_sets[""])} if "" in val_sets else None
         self.curve_path = curve_path
         self.t0 = time.perf_counter()
 
