@@ -1,5 +1,6 @@
 """Region grounding: token targets from labelled boxes, the loss, and the synthetic regions."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -116,10 +117,7 @@ def test_region_table_maps_pack_ids_to_rows(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     table = RegionTable([path])
 
-    class Pack:
-        sample_ids = [(0, 1), (0, 0), (0, 2)]
-        grid_rows_per_sample = [1, 2, 1]
-
-    assert table.for_pack(Pack()) == [None, None, None, None]
-    Pack.grid_rows_per_sample = [1, 1, 1]
-    assert table.for_pack(Pack()) == [None, rows[0]["regions"], None]
+    pack = SimpleNamespace(sample_ids=[(0, 1), (0, 0), (0, 2)], grid_rows_per_sample=[1, 2, 1])
+    assert table.for_pack(pack) == [None, None, None, None]
+    pack.grid_rows_per_sample = [1, 1, 1]
+    assert table.for_pack(pack) == [None, rows[0]["regions"], None]
