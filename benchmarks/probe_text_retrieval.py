@@ -8,27 +8,29 @@ preset's Qwen3 layout, trained from scratch) with the scene given as its caption
                What color is the square? Answer with a single word.
     assistant: orange
 
-so nothing visual can be the bottleneck. With `--bound` each object is one token of the caption ("a blue_circle at the
-top right"), as on a visual token that carries both its object's colour and shape: the lookup is then one
-content match, without the previous-token step that the words need. It trains on colour and shape questions with a curriculum over the
-number of objects (`--curriculum`, "max objects:start fraction") and prints the held-out first-answer accuracy
-per category and number of objects (1-5) a few times during training.
+so nothing visual can be the bottleneck. With `--bound` each object is one token of the caption ("a
+blue_circle at the top right"), as on a visual token that carries both its object's colour and shape: the
+lookup is then one content match, without the previous-token step that the words need. It trains on colour
+and shape questions with a curriculum over the number of objects (`--curriculum`, "max objects:start
+fraction") and prints the held-out first-answer accuracy per category and number of objects (1-5) a few times
+during training.
 
-    python benchmarks/probe_text_retrieval.py --steps 800
+    python benchmarks/probe_text_retrieval.py --steps 1000
+    python benchmarks/probe_text_retrieval.py --steps 1000 --bound
     python benchmarks/probe_text_retrieval.py --steps 300 --curriculum 1:0 --categories shape
 
-Measured (1 thread, seed 0, 1024-token packs, LR 3e-3; held-out: 100 colour + 100 shape questions):
+Measured with this script (1 thread, seed 0, 1024-token packs, LR 3e-3; accuracy on 1 / 2 / 3 / 4 / 5 objects):
 
-    --steps 300 --curriculum 1:0 --categories shape    single-object shape 1.00 from step 60; 2 objects 0.62,
-                                                       3-5 objects 0.17-0.20 (chance)
-    --steps 800 (curriculum 1:0,2:0.1,3:0.3,5:0.55)    colour / shape 0.48 / 0.44 at step 160 and 0.49 / 0.35
-                                                       at 800: one object right, several at chance
-    the quickstart's own text set (captions and questions, no context) plus the caption in front of each
-    conversation, 1500 steps: colour 1.00 / 0.56 / 0.27 / 0.36 / 0.21 for 1 / 2 / 3 / 4 / 5 objects, shape
-    0.12-0.22 for every count (always "circle"); 192 -> 256 wide or LR 1e-2: the same at 1000 steps
+    --steps 1000 --curriculum 2:0                      colour 1.00 / 0.73 / 0.44 / 0.26 / 0.20,
+                                                       shape  1.00 / 0.44 / 0.30 / 0.22 / 0.27
+    the same with --llm '{"qk_norm": false}'           colour 0.88 / 0.53, shape 0.07 / 0.22 (worse)
+    the same with --llm '{"num_hidden_layers": 6}'     colour 1.00 / 0.40, shape 0.20 / 0.50
+    --steps 1000 --bound                               colour 1.00 / 0.53 / 0.60 / 0.42 / 0.20,
+                                                       shape  1.00 / 0.67 / 0.61 / 0.56 / 0.50
 
-The quickstart's text phase runs ~290 steps and stage 2 ~720 (10-minute budget): a decoder that cannot yet
-retrieve an attribute from a few words of text in that many steps will not bind one across visual tokens.
+In words the lookup has not formed after 1,000 steps (nor after 3,000 in a scratch run, docs/quickstart.md);
+with one token per object it starts to at ~800. The quickstart's text phase runs ~290 steps and stage 2 ~720 (10-minute budget): a decoder that cannot
+yet retrieve an attribute from a few words of text in that many steps will not bind one across visual tokens.
 """
 from __future__ import annotations
 
