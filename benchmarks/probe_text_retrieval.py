@@ -29,8 +29,9 @@ Measured with this script (1 thread, seed 0, 1024-token packs, LR 3e-3; accuracy
                                                        shape  1.00 / 0.67 / 0.61 / 0.56 / 0.50
 
 In words the lookup has not formed after 1,000 steps (nor after 3,000 in a scratch run, docs/quickstart.md);
-with one token per object it starts to at ~800. The quickstart's text phase runs ~290 steps and stage 2 ~720 (10-minute budget): a decoder that cannot
-yet retrieve an attribute from a few words of text in that many steps will not bind one across visual tokens.
+with one token per object it starts to at ~800. The quickstart's text phase runs ~290 steps and stage 2 ~720
+(10-minute budget): a decoder that cannot yet retrieve an attribute from a few words of text in that many
+steps will not bind one across visual tokens.
 """
 from __future__ import annotations
 
