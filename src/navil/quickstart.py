@@ -213,7 +213,7 @@ class Validator:
 
     def __init__(self, val_sets: dict[str, str], model: Any, tokenizer: Any, p: Preset, curve_path: Path) -> None:
         self.sets: list[tuple[list[str], list[Any]]] = []  # (category of each item, packs) per set
-        self.overall_categories: set[str] | None = None  # None: every category counts
+        self.overall_categories: set[str] = set()
         for suffix, path in val_sets.items():
             categories = [c + suffix for c in jsonl_categories(path)]
             if not suffix:
@@ -262,7 +262,7 @@ class Validator:
         for category, truth, pred in self.first_answers(model):
             hits.setdefault(category, []).append(int(truth == pred))
         acc = {c: sum(v) / len(v) for c, v in hits.items()}
-        counted = [v for c, v in hits.items() if self.overall_categories is None or c in self.overall_categories]
+        counted = [v for c, v in hits.items() if c in self.overall_categories]
         rec = {"phase": phase, "step": step, "t": round(time.perf_counter() - self.t0, 1),
                "overall": sum(map(sum, counted)) / max(1, sum(map(len, counted))),
                "categories": {c: round(acc[c], 4) for c in _order(acc)}, "val_seconds": round(time.perf_counter() - t, 1),
