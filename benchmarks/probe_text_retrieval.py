@@ -12,8 +12,9 @@ so nothing visual can be the bottleneck. With `--bound` each object is one token
 blue_circle at the top right"), as on a visual token that carries both its object's colour and shape: the
 lookup is then one content match, without the previous-token step that the words need. It trains on colour
 and shape questions with a curriculum over the number of objects (`--curriculum`, "max objects:start
-fraction") and prints the held-out first-answer accuracy per category and number of objects (1-5) a few times
-during training.
+fraction"; `--question-first` puts the question before the caption, so that each object's tokens can already
+compare themselves with it) and prints the held-out first-answer accuracy per category and number of objects
+(1-5) a few times during training.
 
     python benchmarks/probe_text_retrieval.py --steps 1000
     python benchmarks/probe_text_retrieval.py --steps 1000 --bound
@@ -27,6 +28,15 @@ Measured with this script (1 thread, seed 0, 1024-token packs, LR 3e-3; accuracy
     the same with --llm '{"num_hidden_layers": 6}'     colour 1.00 / 0.40, shape 0.20 / 0.50
     --steps 1000 --bound                               colour 1.00 / 0.53 / 0.60 / 0.42 / 0.20,
                                                        shape  1.00 / 0.67 / 0.61 / 0.56 / 0.50
+
+    one question per scene (--questions 1), 800 steps: colour 1.00 / 0.53 / 0.44 / 0.37 / 0.24,
+                                                       shape  1.00 / 0.50 / 0.65 / 0.28 / 0.23
+    the same with --question-first                     colour 0.88 / 0.60 / 0.48 / 0.16 / 0.20,
+                                                       shape  1.00 / 0.61 / 0.39 / 0.28 / 0.19
+    --bound --questions 1, 800 steps                   colour 0.88 / 0.73 / 0.60 / 0.26 / 0.28,
+                                                       shape  1.00 / 0.89 / 0.70 / 0.44 / 0.31
+    the same with --question-first                     colour 1.00 / 0.80 / 0.64 / 0.58 / 0.68,
+                                                       shape  1.00 / 0.67 / 0.57 / 0.61 / 0.31
 
 In words the lookup has not formed after 1,000 steps (nor after 3,000 in a scratch run, docs/quickstart.md);
 with one token per object it starts to at ~800. The quickstart's text phase runs ~290 steps and stage 2 ~720
@@ -53,7 +63,8 @@ _OBJECT = re.compile(rf"\b({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b")
 
 
 def write_conversations(path: Path, split: str, n: int, start: int, categories: tuple[str, ...], max_objects: int,
-                        questions: int, by_objects: bool = False, bound: bool = False) -> str:
+                        questions: int, by_objects: bool = False, bound: bool = False,
+                        question_first: bool = False) -> str:
     """Caption-in-context conversations: the first user turn is the scene's caption, then its question; later
     turns ask more questions about the same scene. `by_objects` tags each row's category with its object count
     ("color@3"), so the validator reports accuracy per count. `bound`: each object one token ("blue_circle")."""
@@ -64,7 +75,8 @@ def write_conversations(path: Path, split: str, n: int, start: int, categories: 
             conv = []
             for i, (_, question, answer) in enumerate(s.turns):
                 prompt = format_question(question)
-                conv += [{"from": "human", "value": f"{caption}\n{prompt}" if i == 0 else prompt},
+                first = f"{prompt}\n{caption}" if question_first else f"{caption}\n{prompt}"
+                conv += [{"from": "human", "value": first if i == 0 else prompt},
                          {"from": "gpt", "value": answer}]
             category = f"{s.category}@{len(s.meta.get('objects', []))}" if by_objects else s.category
             f.write(json.dumps({"id": f"{split}-{s.index}", "conversations": conv, "category": category}) + "\n")
@@ -85,6 +97,8 @@ def main() -> None:
     ap.add_argument("--curriculum", default="1:0,2:0.1,3:0.3,5:0.55")
     ap.add_argument("--categories", default="color,shape")
     ap.add_argument("--bound", action="store_true", help="each object one caption token (colour_shape)")
+    ap.add_argument("--question-first", action="store_true", help="the question before the caption")
+    ap.add_argument("--questions", type=int, default=4, help="questions per scene (later ones follow the caption)")
     ap.add_argument("--lr", type=float, default=None, help="default: the preset's text-LLM LR")
     ap.add_argument("--llm", default="{}", help='JSON overrides of the preset decoder, e.g. \'{"qk_norm": false}\'')
     ap.add_argument("--threads", type=int, default=1)
@@ -105,11 +119,12 @@ def main() -> None:
     llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
     model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=0, **_navil_kwargs(p))
     held = write_conversations(out / "held.jsonl", "val", 100 * len(categories), 7 * 10**6, categories, 5, 1,
-                               by_objects=True, bound=args.bound)
+                               by_objects=True, bound=args.bound, question_first=args.question_first)
     schedule = []
     for frac, max_objects in parse_curriculum(args.curriculum):
         train = write_conversations(out / f"train_{max_objects}.jsonl", "train", 4000, (10 + max_objects) * 10**6,
-                                    categories, max_objects, 4, bound=args.bound)
+                                    categories, max_objects, args.questions, bound=args.bound,
+                                    question_first=args.question_first)
         schedule.append((frac, _loader(train, None, model, model.tokenizer, p, 0, images=False)))
     validator = Validator({"": held}, model, model.tokenizer, p, out / "curve.jsonl")
     train_phase("text decoder", model, "stage2", schedule, args.steps, args.lr or p.lr_text, p, validator=validator,
