@@ -55,6 +55,7 @@ import json
 import random
 import re
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -80,17 +81,18 @@ def spread_objects(bound_caption: str, seed: int) -> str:
 
 
 def write_conversations(path: Path, split: str, n: int, start: int, categories: tuple[str, ...], max_objects: int,
-                        questions: int, by_objects: bool = False, bound: bool = False,
-                        question_first: bool = False, spread: bool = False) -> str:
+                        questions: int, by_objects: bool = False, layout: str = "words",
+                        question_first: bool = False) -> str:
     """Caption-in-context conversations: the first user turn is the scene's caption, then its question; later
     turns ask more questions about the same scene. `by_objects` tags each row's category with its object count
-    ("color@3"), so the validator reports accuracy per count. `bound`: each object one token ("blue_circle");
-    `spread`: and laid out as visual tokens are (`spread_objects`)."""
+    ("color@3"), so the validator reports accuracy per count. `layout`: "words" (the caption as generated),
+    "bound" (each object one token, "blue_circle") or "spread" (those tokens laid out as visual tokens are,
+    `spread_objects`)."""
     with open(path, "w", encoding="utf-8") as f:
         for s in iter_samples(split, n, seed=0, start=start, categories=categories, max_objects=max_objects,
                               questions_per_image=questions, balanced=by_objects):
-            caption = _OBJECT.sub(r"\1_\2", s.caption) if bound or spread else s.caption
-            if spread:
+            caption = s.caption if layout == "words" else _OBJECT.sub(r"\1_\2", s.caption)
+            if layout == "spread":
                 caption = spread_objects(caption, s.index)
             conv = []
             for i, (_, question, answer) in enumerate(s.turns):
@@ -135,18 +137,18 @@ def main() -> None:
     p.llm = {**p.llm, **json.loads(args.llm)}
     p.val_points = 5
 
-    compounds = [f"{c}_{shape}" for c in COLORS for shape in SHAPES] if args.bound or args.spread else []
+    layout = "spread" if args.spread else "bound" if args.bound else "words"
+    write = partial(write_conversations, layout=layout, question_first=args.question_first)
+    compounds = [f"{c}_{shape}" for c in COLORS for shape in SHAPES] if layout != "words" else []
     tok_dir = write_word_tokenizer(out / "tokenizer", synthetic_vocabulary(0) + compounds)
     tok = load_tokenizer(tok_dir, require_navil_tokens=False)
     llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
     model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=0, **_navil_kwargs(p))
-    held = write_conversations(out / "held.jsonl", "val", 100 * len(categories), 7 * 10**6, categories, 5, 1,
-                               by_objects=True, bound=args.bound, question_first=args.question_first, spread=args.spread)
+    held = write(out / "held.jsonl", "val", 100 * len(categories), 7 * 10**6, categories, 5, 1, by_objects=True)
     schedule = []
     for frac, max_objects in parse_curriculum(args.curriculum):
-        train = write_conversations(out / f"train_{max_objects}.jsonl", "train", 4000, (10 + max_objects) * 10**6,
-                                    categories, max_objects, args.questions, bound=args.bound,
-                                    question_first=args.question_first, spread=args.spread)
+        train = write(out / f"train_{max_objects}.jsonl", "train", 4000, (10 + max_objects) * 10**6, categories,
+                      max_objects, args.questions)
         schedule.append((frac, _loader(train, None, model, model.tokenizer, p, 0, images=False)))
     validator = Validator({"": held}, model, model.tokenizer, p, out / "curve.jsonl")
     train_phase("text decoder", model, "stage2", schedule, args.steps, args.lr or p.lr_text, p, validator=validator,

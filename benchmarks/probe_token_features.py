@@ -42,9 +42,11 @@ def object_rows(data_dir: Path, per_set: int) -> list[tuple[Path, list[dict]]]:
             for line in f:
                 row = json.loads(line)
                 regions = [r for r in row.get("regions") or () if r.get("label") in SHAPES]
-                if regions and found < per_set:
+                if regions:
                     rows.append((path.parent / row["image"], regions))
                     found += 1
+                if found == per_set:
+                    break
     return rows
 
 
