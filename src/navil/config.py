@@ -51,6 +51,11 @@ class VisionConfig:
     fullatt_block_indexes: list[int] | None = None
     rope_theta: float = 10000.0
     layer_scale_init: float = 0.1
+    # "patch": the official linear patch embedding; "conv": a convolutional stem over the whole image (stride-2
+    # 3x3 convolutions down to one vector per patch, then `stem_context_layers` 3x3 convolutions on the patch
+    # grid). Not in the official checkpoints; a from-scratch ViT learns object shapes far faster with it.
+    stem: str = "patch"
+    stem_context_layers: int = 2
 
     @property
     def head_dim(self) -> int:
@@ -72,6 +77,13 @@ class VisionConfig:
         for i in self.fullatt_block_indexes or []:
             _require(0 <= i < self.num_hidden_layers, "vision.fullatt_block_indexes",
                      f"layer {i} out of range for {self.num_hidden_layers} layers")
+        _require(self.stem in ("patch", "conv"), "vision.stem", f"must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv":
+            _require(self.patch_size >= 2 and self.patch_size & (self.patch_size - 1) == 0, "vision.patch_size",
+                     f"the conv stem halves the image down to one vector per patch, so the patch size must be a "
+                     f"power of two >= 2, got {self.patch_size}")
+            _require(isinstance(self.stem_context_layers, int) and self.stem_context_layers >= 0,
+                     "vision.stem_context_layers", f"must be an integer >= 0, got {self.stem_context_layers!r}")
 
 
 @dataclass
@@ -200,6 +212,7 @@ class NaViLConfig:
             "qk_normalization": v.qk_normalization, "window_size": v.window_size,
             "fullatt_block_indexes": v.fullatt_block_indexes, "initializer_factor": v.layer_scale_init,
             "downsample_ratio": self.downsample_ratio, "navil_rope_theta": v.rope_theta,
+            "navil_stem": v.stem, "navil_stem_context_layers": v.stem_context_layers,
         }
         llm = {
             "architectures": [ARCHITECTURE_BY_FAMILY[m.family]], "model_type": m.family,
@@ -297,6 +310,8 @@ def _vision_from_dict(raw: dict) -> VisionConfig:
         fullatt_block_indexes=full,
         rope_theta=_get(raw, "navil_rope_theta", float, 10000.0, s),
         layer_scale_init=_get(raw, "initializer_factor", float, 0.1, s),
+        stem=_get(raw, "navil_stem", str, "patch", s),
+        stem_context_layers=_get(raw, "navil_stem_context_layers", int, 2, s),
     )
 
 
