@@ -15,15 +15,17 @@ covered by the object) and per object (the mean of its tokens' logits), each by 
 Measured (1 thread, 24 images a step, LR 1e-3 (head 3e-3), 400 steps; per object token on 1 / 2 / 3 / 4 / 5
 objects, chance 1/30):
 
-    encoder                                         step 250     step 400     time (400 steps)
-    ViT, patch embedding (the official one)         0.23-0.42    0.28-0.46    138 s
-    ViT, conv stem without context layers           0.30-0.41    -            102 s for 250
-    ViT, conv stem, 2 context layers                0.50-0.61    0.87-1.00    213 s
-    ViT, conv stem, 4 context layers                0.38-0.48    0.72-0.88    248 s
-    CNN (5 stride-2 convs + 2 context convs, 0.17M) 0.52-0.71    0.86-0.99     74 s
+    encoder                                               step 250     step 400     time (400 steps)
+    ViT, patch embedding (the official one)               0.23-0.42    0.28-0.46    138 s
+    ViT + conv stem (`vision.stem = "conv"`, 2 context)   0.53-0.59    0.90-0.95    361 s *
+    ViT, stem in place of the patch embedding             0.50-0.61    0.87-1.00    213 s
+    ... the same, no context layers                       0.30-0.41    -            102 s for 250
+    ... the same, 4 context layers                        0.38-0.48    0.72-0.88    248 s
+    CNN (5 stride-2 convs + 2 context convs, 0.17M)       0.52-0.71    0.86-0.99     74 s
 
-(The patch-embedding ViT is no better with box targets, every token of an object's bounding box: 0.35-0.40 at
-step 400.)
+(* three processes sharing the two cores; the other rows ran two.) The patch-embedding ViT is no better with box targets
+(every token of an object's bounding box): 0.35-0.40 at step 400. The stem wants a moderate LR: at `--lr 3e-3`
+(the quickstart's stage-1 LR) the replacing stem reaches only 0.18-0.34 at step 350, against 0.82-0.89 at 1e-3.
 
 A patch embedding sees each 16-px patch alone, so everything an object's shape is made of has to be gathered by
 attention, which a small ViT learns slowly; convolutions over the whole image give every patch its

@@ -178,7 +178,8 @@ class _TruncNormal:
 @torch.no_grad()
 def init_weights(model: NaViL, seed: int = 0, *, llm: bool = True) -> NaViL:
     """Seeded random init in place: linear/conv weights and embeddings ~ trunc-normal(0, 0.02) cut at 2 std,
-    biases 0, norm weights 1 (biases 0), LayerScale vectors at `vision.layer_scale_init`.
+    biases 0, norm weights 1 (biases 0), LayerScale vectors at `vision.layer_scale_init`, the conv stem's
+    projection (if any) 0.
 
     Covers the vision encoder, the connector and `special_token_embedding`, and the decoder when `llm`
     (from-scratch models). The same seed gives the same vision/connector weights whatever the LLM is.
@@ -205,6 +206,10 @@ def init_weights(model: NaViL, seed: int = 0, *, llm: bool = True) -> NaViL:
             if isinstance(module, VisionBlock):
                 module.ls1.fill_(layer_scale)
                 module.ls2.fill_(layer_scale)
+    stem = model.vision_model.conv_stem
+    if stem is not None:  # added to the patch embedding: a fresh encoder starts as the official one
+        stem.proj.weight.zero_()
+        stem.proj.bias.zero_()
     if llm and model.config.llm.tie_word_embeddings:
         model.language_model.lm_head.weight = model.language_model.embed.weight
     return model
