@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -84,16 +85,20 @@ def token_targets(batch, grids: list[list[int]]) -> torch.Tensor:
     return torch.cat(targets)
 
 
+def quickstart_config(p: Preset, stem: str = "patch", context_layers: int = 2) -> NaViLConfig:
+    """The quickstart model's config with the given stem (a 1-layer decoder: only the vision side is used)."""
+    vision = VisionConfig(**{**p.vision, "stem": stem, "stem_context_layers": context_layers})
+    llm = LLMConfig(**{**p.llm, "num_hidden_layers": 1}, vocab_size=64)
+    return NaViLConfig(vision=vision, llm=llm, min_dynamic_patch=p.min_dynamic_patch,
+                       max_dynamic_patch=p.max_dynamic_patch, restore_raster_order=p.restore_raster_order)
+
+
 class ViTEncoder(nn.Module):
-    """The quickstart ViT + connector (a 1-layer decoder stub is built but unused)."""
+    """The quickstart ViT + connector."""
 
     def __init__(self, p: Preset, stem: str, context_layers: int):
         super().__init__()
-        vision = VisionConfig(**{**p.vision, "stem": stem, "stem_context_layers": context_layers})
-        llm = LLMConfig(**{**p.llm, "num_hidden_layers": 1}, vocab_size=64)
-        self.model = init_weights(NaViL(NaViLConfig(vision=vision, llm=llm, min_dynamic_patch=p.min_dynamic_patch,
-                                                    max_dynamic_patch=p.max_dynamic_patch,
-                                                    restore_raster_order=p.restore_raster_order)), seed=0)
+        self.model = init_weights(NaViL(quickstart_config(p, stem, context_layers)), seed=0)
         self.processor = processor_for(self.model.config)
         self.hidden = self.model.config.llm.hidden_size
 
@@ -112,12 +117,12 @@ class CNNEncoder(nn.Module):
         super().__init__()
         widths = [3, width // 4, width // 2, width, width, width]
         layers: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:]):
+        for a, b in pairwise(widths):
             layers += [nn.Conv2d(a, b, 3, 2, 1), nn.BatchNorm2d(b), nn.GELU()]
         for _ in range(context_layers):
             layers += [nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.GELU()]
         self.net = nn.Sequential(*layers)
-        self.grid_of = ViTEncoder(p, "patch", 0).processor  # the ViT's token grid for each image
+        self.grid_of = processor_for(quickstart_config(p))  # the ViT's token grid for each image
         self.hidden = width
 
     def groups(self) -> tuple[list, list]:
@@ -158,8 +163,11 @@ def evaluate(encoder: nn.Module, head: nn.Linear, val: list) -> str:
                 o[0] += int(lg[on, :N_LABELS].mean(0).argmax() == labels[j])
                 o[1] += 1
     encoder.train()
-    fmt = lambda d: " / ".join(f"{d[k][0] / d[k][1]:.2f}" for k in sorted(d))  # noqa: E731
-    return f"per token {fmt(tokens)}  per object {fmt(objects)}"
+    return f"per token {_by_objects(tokens)}  per object {_by_objects(objects)}"
+
+
+def _by_objects(hits: dict[int, list[int]]) -> str:
+    return " / ".join(f"{hits[k][0] / hits[k][1]:.2f}" for k in sorted(hits))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,7 @@ class ConvStem(nn.Module):
         self.patch_size, self.channels, self.merge_size = cfg.patch_size, cfg.num_channels, merge_size
         n = cfg.patch_size.bit_length() - 1
         widths = [cfg.num_channels] + [max(16, cfg.hidden_size >> (n - 1 - i)) for i in range(n)]
-        convs = [nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:])]
+        convs = [nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairwise(widths)]
         convs += [nn.Conv2d(widths[-1], widths[-1], 3, padding=1) for _ in range(cfg.stem_context_layers)]
         self.convs = nn.ModuleList(convs)
         self.norms = nn.ModuleList(RMSNorm(c.out_channels, cfg.layer_norm_eps) for c in convs)
