@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE_ROOT
 from PIL import Image
 
 import navil
@@ -14,7 +16,7 @@ from navil.config import NaViLConfig, VisionConfig
 from navil.errors import ConfigError
 from navil.model.navil import NaViL
 from navil.model.vision import ConvStem
-from navil.processing.image import ImageProcessor
+from navil.processing.image import ImageProcessor, from_patches
 
 
 def _stem(context_layers: int = 1) -> ConvStem:
@@ -30,7 +32,7 @@ def _processed(*images: np.ndarray):
 
 def _grid(features: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Per-patch features in merge-unit raster order -> [h, w, C]."""
-    return features.view(h // 2, w // 2, 2, 2, -1).permute(0, 2, 1, 3, 4).reshape(h, w, -1)
+    return from_patches(features[:, :, None, None], h, w, 2).permute(1, 2, 0)
 
 
 @torch.no_grad()
@@ -63,10 +65,6 @@ def test_conv_stem_features_do_not_depend_on_the_rest_of_the_pack():
 
 
 def test_conv_stem_config_is_validated_and_saved(tmp_path):
-    import shutil
-
-    from conftest import FIXTURE_ROOT
-
     with pytest.raises(ConfigError, match="vision.stem"):
         VisionConfig(stem="cnn").validate()
     with pytest.raises(ConfigError, match="power of two"):

@@ -18,6 +18,7 @@ from torch import nn
 from navil.config import VisionConfig
 from navil.model.attention import apply_rotary, rope_inv_freq, varlen_attention
 from navil.model.layers import RMSNorm, activation
+from navil.processing.image import from_patches, to_patches
 
 
 @dataclass(frozen=True)
@@ -165,19 +166,17 @@ class ConvStem(nn.Module):
         self.proj = nn.Conv2d(widths[-1], cfg.hidden_size, 1)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        p, m, c = self.patch_size, self.merge_size, self.channels
-        patches = pixel_values.reshape(-1, c, p, p).to(self.proj.weight.dtype)
+        p, m = self.patch_size, self.merge_size
+        patches = pixel_values.reshape(-1, self.channels, p, p).to(self.proj.weight.dtype)
         out, start = [], 0
         for t, h, w in grid_thw.tolist():  # one image (scale) at a time: sizes differ
             if t != 1:
                 raise ValueError(f"the conv stem takes still images (t=1), got a grid with t={t}")
-            # merge-unit raster order [h/m, w/m, m, m, c, p, p] -> image [1, c, h*p, w*p]
-            x = patches[start:start + h * w].view(h // m, w // m, m, m, c, p, p).permute(4, 0, 2, 5, 1, 3, 6)
-            x = x.reshape(1, c, h * p, w * p)
+            x = from_patches(patches[start:start + h * w], h, w, m)[None]  # [1, c, h*p, w*p]
             for conv, norm in zip(self.convs, self.norms):
                 x = self.act(norm(conv(x).movedim(1, -1)).movedim(-1, 1))
-            x = self.proj(x)[0]  # [hidden, h, w] -> back to merge-unit raster order
-            out.append(x.view(-1, h // m, m, w // m, m).permute(1, 3, 2, 4, 0).reshape(h * w, -1))
+            # [hidden, h, w] -> one vector per patch, back in merge-unit raster order
+            out.append(to_patches(self.proj(x)[0].permute(1, 2, 0), 1, m).flatten(1))
             start += h * w
         return torch.cat(out)
 

@@ -102,6 +102,22 @@ def _decode_rgb(img: Image.Image, name: str, max_image_pixels: int) -> Image.Ima
         raise ImageError(f"cannot decode image {name} (truncated or corrupt?): {e}") from e
 
 
+def to_patches(image: torch.Tensor, p: int, m: int) -> torch.Tensor:
+    """[H, W, C] -> [H/p * W/p, C, p, p] patches in m x m merge-unit raster order (the official layout: merge row,
+    merge col, in-unit row, in-unit col). H and W must be multiples of p * m."""
+    h, w, c = image.shape
+    gh, gw = h // p, w // p
+    x = image.reshape(gh // m, m, p, gw // m, m, p, c).permute(0, 3, 1, 4, 6, 2, 5)
+    return x.reshape(gh * gw, c, p, p)
+
+
+def from_patches(patches: torch.Tensor, gh: int, gw: int, m: int) -> torch.Tensor:
+    """The inverse of `to_patches`, channels first: [gh * gw, C, p, p] -> [C, gh * p, gw * p]."""
+    _, c, p, _ = patches.shape
+    x = patches.reshape(gh // m, gw // m, m, m, c, p, p).permute(4, 0, 2, 5, 1, 3, 6)
+    return x.reshape(c, gh * p, gw * p)
+
+
 class ImageProcessor:
     """NaViL any-resolution multi-scale image processor (official layout, see module docstring)."""
 
@@ -198,8 +214,4 @@ class ImageProcessor:
         unit = p * m
         padded = np.zeros((-(-h // unit) * unit, -(-w // unit) * unit, 3), dtype=np.uint8)
         padded[:h, :w] = np.asarray(img, dtype=np.uint8)
-        gh, gw = padded.shape[0] // p, padded.shape[1] // p
-        x = torch.from_numpy(_LUT[padded])  # [H, W, 3] float32
-        # [gh/m, m, p, gw/m, m, p, C] -> (merge row, merge col, in-unit row, in-unit col, C, p, p)
-        x = x.view(gh // m, m, p, gw // m, m, p, 3).permute(0, 3, 1, 4, 6, 2, 5)
-        return x.reshape(gh * gw, 3, p, p)
+        return to_patches(torch.from_numpy(_LUT[padded]), p, m)  # [H, W, 3] float32 -> patches
