@@ -64,20 +64,9 @@ from navil.checkpoint.llm_init import init_from_llm
 from navil.data.synthetic import COLORS, SHAPES, format_question, iter_samples
 from navil.processing.tokenizer import load_tokenizer
 from navil.quickstart import Preset, Validator, _configs, _loader, _navil_kwargs, train_phase
-from navil.quickstart_data import synthetic_vocabulary, write_word_tokenizer
+from navil.quickstart_data import object_words_text, synthetic_vocabulary, write_word_tokenizer
 
 _OBJECT = re.compile(rf"\b({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b")
-_BOUND = re.compile(rf"\b(?:{'|'.join(COLORS)})_(?:{'|'.join(SHAPES)})\b")
-
-
-def spread_objects(bound_caption: str, seed: int) -> str:
-    """The layout of an image's visual tokens: each object as 2-4 copies of its one token, 0-3 background
-    ("gray") tokens around them, no location words."""
-    rng = random.Random(seed)
-    tokens = []
-    for obj in _BOUND.findall(bound_caption):
-        tokens += ["gray"] * rng.randint(0, 3) + [obj] * rng.randint(2, 4)
-    return " ".join(tokens + ["gray"] * rng.randint(0, 3))
 
 
 def write_conversations(path: Path, split: str, n: int, start: int, categories: tuple[str, ...], max_objects: int,
@@ -87,13 +76,13 @@ def write_conversations(path: Path, split: str, n: int, start: int, categories: 
     turns ask more questions about the same scene. `by_objects` tags each row's category with its object count
     ("color@3"), so the validator reports accuracy per count. `layout`: "words" (the caption as generated),
     "bound" (each object one token, "blue_circle") or "spread" (those tokens laid out as visual tokens are,
-    `spread_objects`)."""
+    `navil.quickstart_data.object_words_text`)."""
     with open(path, "w", encoding="utf-8") as f:
         for s in iter_samples(split, n, seed=0, start=start, categories=categories, max_objects=max_objects,
                               questions_per_image=questions, balanced=by_objects):
             caption = s.caption if layout == "words" else _OBJECT.sub(r"\1_\2", s.caption)
             if layout == "spread":
-                caption = spread_objects(caption, s.index)
+                caption = object_words_text(s, random.Random(s.index))
             conv = []
             for i, (_, question, answer) in enumerate(s.turns):
                 prompt = format_question(question)
@@ -139,8 +128,7 @@ def main() -> None:
 
     layout = "spread" if args.spread else "bound" if args.bound else "words"
     write = partial(write_conversations, layout=layout, question_first=args.question_first)
-    compounds = [f"{c}_{shape}" for c in COLORS for shape in SHAPES] if layout != "words" else []
-    tok_dir = write_word_tokenizer(out / "tokenizer", synthetic_vocabulary(0) + compounds)
+    tok_dir = write_word_tokenizer(out / "tokenizer", synthetic_vocabulary(0))  # holds the object words
     tok = load_tokenizer(tok_dir, require_navil_tokens=False)
     llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
     model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=0, **_navil_kwargs(p))

@@ -41,6 +41,7 @@ def test_official_dict_round_trip(fixture_dir):
     ("llm.family", "gpt2", "llm.family"),
     ("vision.norm_type", "batch_norm", "vision.norm_type"),
     ("downsample_ratio", 0.25, "downsample_ratio"),
+    ("visual_token_rms", 0.0, "visual_token_rms"),
 ])
 def test_validation_names_the_bad_field(field, value, message):
     cfg = tiny()
@@ -56,3 +57,21 @@ def test_validation_names_the_bad_field(field, value, message):
 def test_wrong_model_type_is_rejected():
     with pytest.raises(ConfigError, match="model_type"):
         NaViLConfig.from_official_dict({"model_type": "llava"})
+
+
+def test_visual_token_rms_round_trips_and_sets_the_scale_of_every_visual_token():
+    cfg = tiny()
+    cfg.special_token_ids = list(range(12))
+    assert "navil_visual_token_rms" not in cfg.to_official_dict()  # official configs unchanged
+    cfg.visual_token_rms = 0.05
+    assert NaViLConfig.from_official_dict(cfg.to_official_dict()).visual_token_rms == 0.05
+    torch.manual_seed(0)
+    model = NaViL(cfg)
+    grid = torch.tensor([[1, 4, 6], [1, 2, 2]])
+    pixels = torch.randn(28, 3, 16, 16)
+    tokens = model.extract_features(pixels, grid)
+    assert tokens.shape == (7, cfg.llm.hidden_size)
+    assert torch.allclose(tokens.pow(2).mean(-1).sqrt(), torch.full((7,), 0.05), atol=1e-4)
+    model.config.visual_token_rms = None
+    raw = model.extract_features(pixels, grid)
+    assert torch.allclose(tokens, raw / raw.pow(2).mean(-1, keepdim=True).sqrt() * 0.05, atol=1e-5)

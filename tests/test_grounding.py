@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from navil.data.synthetic import COLORS, SHAPES, make_sample
-from navil.train.grounding import GroundingHeads, RegionGrounding, RegionTable, capture_visual_tokens
+from navil.train.grounding import (
+    EmbeddingGrounding,
+    GroundingHeads,
+    RegionGrounding,
+    RegionTable,
+    capture_visual_tokens,
+)
 
 
 def _head() -> RegionGrounding:
@@ -121,3 +127,41 @@ def test_region_table_maps_pack_ids_to_rows(tmp_path):
     assert table.for_pack(pack) == [None, None, None, None]
     pack.grid_rows_per_sample = [1, 1, 1]
     assert table.for_pack(pack) == [None, rows[0]["regions"], None]
+
+
+def _word_grounding(embedding: torch.nn.Embedding) -> EmbeddingGrounding:
+    # words "red_square" -> id 3, "blue_circle" -> id 5; background id 7; regions without a colour are left out
+    return EmbeddingGrounding(embedding, {"red_square": 3, "blue_circle": 5}, 7,
+                              lambda r: f"{r['color']}_{r['label']}" if "color" in r else None)
+
+
+def test_embedding_grounding_pulls_tokens_onto_their_words_embedding():
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(10, 8)
+    g = _word_grounding(embedding)
+    assert list(g.parameters()) == []  # the LLM's table is read, not owned (nor handed to an optimizer twice)
+    grids = torch.tensor([[1, 4, 6]])  # 2x3 tokens
+    regions = [[{"box": [0.0, 0.0, 0.34, 0.5], "label": "square", "color": "red"},
+                {"box": [0.5, 0.5, 1.0, 1.0], "label": "CAT"}]]  # no colour: not an object word, background
+    on_words = embedding.weight[[3, 7, 7, 7, 7, 7]].detach().clone().requires_grad_(True)
+    off_words = embedding.weight[[5, 3, 3, 3, 3, 3]].detach().clone().requires_grad_(True)
+    good, bad = g(on_words, grids, regions, 2), g(off_words, grids, regions, 2)
+    assert good.item() < bad.item()
+    assert g.pop_accuracy() == "word 0.50" and g.pop_accuracy() is None  # token 0: right, then wrong
+    bad.backward()
+    assert off_words.grad.abs().sum() > 0 and embedding.weight.grad is None
+    assert g(on_words, grids, [None], 2).item() == 0.0
+
+
+def test_embedding_grounding_weights_the_background_down():
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(10, 8)
+    g = _word_grounding(embedding)
+    grids = torch.tensor([[1, 2, 4]])  # two tokens: the object's, then background
+    regions = [[{"box": [0.0, 0.0, 0.5, 1.0], "label": "circle", "color": "blue"}]]
+    tokens = torch.randn(2, 8)
+    words = torch.nn.functional.normalize(embedding.weight[[3, 5, 7]].detach(), dim=-1)
+    logits = 10.0 * torch.nn.functional.normalize(tokens, dim=-1) @ words.T
+    each = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2]), reduction="none")
+    expected = (each[0] + 0.2 * each[1]) / 1.2
+    assert g(tokens, grids, regions, 2).item() == pytest.approx(expected.item(), rel=1e-5)

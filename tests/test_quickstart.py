@@ -16,7 +16,12 @@ def _mtimes(folder: Path) -> dict[str, float]:
 def test_word_tokenizer_single_token_answers(tmp_path):
     from navil.data.synthetic import answer_set
     from navil.processing.tokenizer import load_tokenizer
-    from navil.quickstart_data import synthetic_vocabulary, write_word_tokenizer
+    from navil.quickstart_data import (
+        BACKGROUND_WORD,
+        object_words,
+        synthetic_vocabulary,
+        write_word_tokenizer,
+    )
 
     write_word_tokenizer(tmp_path / "tok", synthetic_vocabulary(0, n=300))
     tok = load_tokenizer(tmp_path / "tok", require_navil_tokens=True)
@@ -26,9 +31,37 @@ def test_word_tokenizer_single_token_answers(tmp_path):
             ids = tok.encode(a, add_special_tokens=False)
             assert len(ids) == 1 and ids[0] != unk, (c, a, ids)
             assert tok.decode(ids, skip_special_tokens=True) == a
+    for word in (*object_words(), BACKGROUND_WORD):  # "red_star": one token, as the grounding needs
+        ids = tok.encode(word, add_special_tokens=False)
+        assert len(ids) == 1 and ids[0] != unk, word
     ids = tok.encode("<|im_start|>user\nWhat color is the star? Answer with a single word.<|im_end|>",
                      add_special_tokens=False)
     assert unk not in ids and ids[0] == tok.special_token_ids.im_start and ids[-1] == tok.special_token_ids.im_end
+
+
+def test_object_word_scenes_name_every_object_and_hold_the_answer(tmp_path):
+    from navil.data.synthetic import make_sample
+    from navil.quickstart_data import BACKGROUND_WORD, object_word, write_object_words_text
+
+    path = write_object_words_text(tmp_path / "a.jsonl", 40, seed=0, start=11 * 10**6, max_objects=3)
+    again = write_object_words_text(tmp_path / "b.jsonl", 40, seed=0, start=11 * 10**6, max_objects=3)
+    assert Path(path).read_text() == Path(again).read_text()  # same seed, same text
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        sample = make_sample("train", int(row["id"].split("-")[1]), seed=0, categories=("color", "shape"),
+                             max_objects=3)
+        scene, question = row["conversations"][0]["value"].split("\n")
+        words = scene.split()
+        objects = {object_word(o["color"], o["shape"]) for o in sample.meta["objects"]}
+        assert set(words) - {BACKGROUND_WORD} == objects
+        assert all(2 <= words.count(w) <= 4 for w in objects)
+        answer = row["conversations"][1]["value"]
+        assert question.startswith(sample.question) and answer == sample.answer
+        asked = set(question.replace("?", " ").split())
+        pairs = [w.split("_") for w in objects]  # (colour, shape): the scene alone answers the question
+        named = [c for c, sh in pairs if sh in asked] if row["category"] == "color" else \
+            [sh for c, sh in pairs if c in asked]
+        assert named == [answer], (scene, question, answer)
 
 
 def test_quickstart_end_to_end(tmp_path, capsys):

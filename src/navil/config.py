@@ -152,6 +152,9 @@ class NaViLConfig:
     special_token_ids: list[int] | None = None
     # Fidelity switch (see navil.model.quirks): official models keep the ViT's window-major feature order.
     restore_raster_order: bool = False
+    # Training recipe switch (navil quickstart): the connector's outputs rescaled to this root-mean-square per
+    # token, the scale of the LLM's word embeddings, so a visual token is read like a word. None: as official.
+    visual_token_rms: float | None = None
 
     @property
     def merge_size(self) -> int:
@@ -167,6 +170,8 @@ class NaViLConfig:
                  f"({self.max_dynamic_patch})")
         _require(0 < self.scale_downsample_ratio < 1, "scale_downsample_ratio",
                  f"must be in (0, 1), got {self.scale_downsample_ratio}")
+        _require(self.visual_token_rms is None or self.visual_token_rms > 0, "visual_token_rms",
+                 f"must be None or > 0, got {self.visual_token_rms}")
         if self.special_token_ids is not None:
             ids = self.special_token_ids
             _require(len(ids) == 12, "special_token_ids", f"need 12 ids, got {len(ids)}")
@@ -193,6 +198,8 @@ class NaViLConfig:
             template=raw.get("template"),
             system_message=raw.get("system_message"),
             restore_raster_order=bool(raw.get("navil_restore_raster_order", False)),
+            visual_token_rms=typed_field(raw, "navil_visual_token_rms", float, None,
+                                         "config field 'navil_visual_token_rms'"),
         )
         cfg.validate()
         return cfg
@@ -241,6 +248,8 @@ class NaViLConfig:
             out["system_message"] = self.system_message
         if self.restore_raster_order:
             out["navil_restore_raster_order"] = True
+        if self.visual_token_rms is not None:
+            out["navil_visual_token_rms"] = self.visual_token_rms
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,12 +3,17 @@
 The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10 minutes on 2 CPU cores:
 
 0. data      synthetic sets generated once into OUT/data (reused by later runs) and a word-level tokenizer
-             over the synthetic vocabulary (every answer is one token; see navil.quickstart_data)
-1. text LLM  a small Qwen3-layout decoder trained from scratch on the text of the synthetic data (no images),
-             written as a plain HF LLM folder OUT/llm (config.json + model.safetensors + tokenizer)
-2. stage 1   `init_from_llm(OUT/llm, vision)`: visual experts copied from their text twins, a fresh ViT and
-             connector; trained on dense captions (every object's colour, shape and position; the word; the
-             bars) with every text weight frozen, curriculum easy (1 object) -> medium (<= 3) -> full
+             over the synthetic vocabulary (every answer is one token; one word per object, "red_star"; see
+             navil.quickstart_data)
+1. text LLM  a small Qwen3-layout decoder trained from scratch on text (no images): first colour/shape
+             questions about scenes written as an image's visual tokens lie (a few copies of each object's word
+             between background words), which teaches the lookup "What color is the star?" needs; then the
+             captions and questions of the synthetic data. Written as a plain HF LLM folder OUT/llm
+   warm-up   `init_from_llm(OUT/llm, vision)` (visual experts copied from their text twins, a fresh ViT with a
+             convolutional stem and connector); the encoder and connector alone learn to put each visual token
+             on its object's word embedding (navil.train.grounding.EmbeddingGrounding), on fresh object scenes
+2. stage 1   dense captions (every object's colour, shape and position; the word; the bars) with every text
+             weight frozen, curriculum easy (1 object) -> medium (<= 3) -> full; the word grounding goes on
 3. stage 2   everything trains on question answering (several questions per image) plus some captions,
              curriculum single object (colour/shape) -> colour/shape with <= 3 objects -> every category
 4. eval      the held-out test split (balanced TSV) through navil.eval.runner (exact match per category)
@@ -52,7 +57,8 @@ class Preset:
                                                    "max_position_embeddings": 2048, "rope_theta": 10000.0})
     vision: dict = field(default_factory=lambda: {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
                                                       "num_attention_heads": 4, "patch_size": 16, "window_size": 8,
-                                                      "fullatt_block_indexes": [3], "layer_scale_init": 0.1})
+                                                      "fullatt_block_indexes": [3], "layer_scale_init": 0.1,
+                                                      "stem": "conv"})
     # objects, glyphs and bars drawn at twice the default size: a from-scratch ViT learns shapes only when an
     # object spans ~3+ patches (measured with a ViT probe: objects of 1.5-2.5 patches stay at chance for 350
     # steps, 3-4.5 patches reach 0.7)
@@ -69,10 +75,26 @@ class Preset:
     # visual tokens in raster order, so the <IMG_LINE_BREAK> rows of the image block hold what they say (the
     # official checkpoints' window-major order, quirk Q1, scrambles rows wider than a ViT window)
     restore_raster_order: bool = True
+    # visual tokens at the root-mean-square of the text LLM's word embeddings (NaViLConfig.visual_token_rms)
+    visual_token_rms: float | None = 0.05
     # shares of --minutes
-    share_text: float = 0.10
-    share_stage1: float = 0.20
-    share_stage2: float = 0.62
+    share_text: float = 0.155
+    share_vision_warmup: float = 0.20
+    share_stage1: float = 0.155
+    share_stage2: float = 0.42
+    # text-LLM curriculum: (start fraction, {text set: weight}) -- "text": the synthetic captions and questions;
+    # "ow1".."ow5": colour/shape questions on object-word scenes of up to 1, 2, 3, 5 objects
+    # (navil.quickstart_data.object_words_text). The lookup comes last: text after it erodes it (held-out colour
+    # on 2 / 5 objects 0.94 / 0.59 without, 0.63 / 0.24 with 15% text at the end, 0.46 / 0.14 with 30%)
+    text_curriculum: list = field(default_factory=lambda: [(0.0, {"text": 1.0}), (0.25, {"ow1": 1.0}),
+                                                           (0.35, {"ow2": 1.0}), (0.5, {"ow3": 1.0}),
+                                                           (0.65, {"ow5": 1.0})])
+    # vision warm-up (navil.train.vision_warmup): encoder + connector alone on the grounding loss, on freshly drawn
+    # object scenes, `vision_warmup_images` per step, curriculum (start fraction, max objects)
+    vision_warmup_images: int = 24
+    vision_warmup_curriculum: list = field(default_factory=lambda: [(0.0, 1), (0.15, 3), (0.4, 5)])
+    lr_vision_warmup: float = 1e-3
+    connector_lr_mult_warmup: float = 3.0
     # stage-1 curriculum: (start fraction, caption set) -- single objects, then <= 3 objects, then everything
     stage1_curriculum: list = field(default_factory=lambda: [(0.0, "s1_easy"), (0.2, "s1_medium"), (0.45, "s1_full")])
     # stage-2 curriculum: (start fraction, set) -- single objects (colour/shape) until the model starts to use
@@ -87,9 +109,9 @@ class Preset:
     # LR multipliers of the ViT and the connector. The connector at 10x: measured on single-object colour QA,
     # 1x/2x stay on the image-blind plateau for hundreds of steps, 10x leaves it after ~50 (30x/100x worse).
     # The ViT lower: a ViT-only shape probe reaches 0.73 at lr 1e-3 but 0.35 at 1e-2 after 300 steps.
-    vision_lr_mult_stage1: float = 1.0
+    vision_lr_mult_stage1: float = 0.33
     connector_lr_mult_stage1: float = 3.0
-    vision_lr_mult: float = 3.0
+    vision_lr_mult: float = 1.0
     connector_lr_mult: float = 10.0
     weight_decay: float = 0.01
     # tokens per pack (one optimizer step). 1024 rather than 1536: 1.45x the steps took the same wall time (text /
@@ -102,13 +124,16 @@ class Preset:
     # same machine; --minutes is turned into steps with these rates: 1.45x (see max_tokens) those measured with
     # 1536-token packs on 2 CPU cores (2 threads) on the slowest day seen, 200 / 72 / 80 steps/min for text /
     # stage 1 / stage 2 (other days: 320 / 130 / 150 and 243 / 97 / 119).
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 290.0, "stage1": 104.0, "stage2": 116.0})
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 524.0, "warmup": 149.0, "stage1": 115.0,
+                                                            "stage2": 138.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
-    # region grounding (navil.train.grounding): training-only heads on the visual tokens learn each object's
-    # shape, the word and each bar's value (and its colour) from the generator's labelled boxes, in the phases
-    # listed. Off by default: it grounds the encoder, but no schedule tried has lifted the whole ten-minute run
-    # (figures in docs/quickstart.md).
-    grounding_phases: tuple = ()
+    # grounding (navil.train.grounding), a training-only loss on the visual tokens from the generator's labelled
+    # boxes, in the vision warm-up and the phases listed: "words" pulls each token onto its object's word
+    # embedding (EmbeddingGrounding: "red_star", background "gray"), "regions" trains linear heads on each
+    # region's shape / word / bar value and colour (RegionGrounding; it grounds the encoder but lifted no
+    # whole run), "none" turns it off (and the warm-up with it)
+    grounding: str = "words"
+    grounding_phases: tuple = ("stage1", "stage2")
     grounding_weight: float = 1.0
 
 
@@ -129,7 +154,8 @@ def _configs(p: Preset, vocab_size: int) -> tuple[Any, Any]:
 
 def _navil_kwargs(p: Preset) -> dict[str, Any]:
     return {"template": TEMPLATE, "system_message": "", "min_dynamic_patch": p.min_dynamic_patch,
-            "max_dynamic_patch": p.max_dynamic_patch, "restore_raster_order": p.restore_raster_order}
+            "max_dynamic_patch": p.max_dynamic_patch, "restore_raster_order": p.restore_raster_order,
+            "visual_token_rms": p.visual_token_rms}
 
 
 def save_hf_llm(model: Any, tokenizer: Any, out_dir: Path) -> Path:
@@ -159,16 +185,17 @@ def save_hf_llm(model: Any, tokenizer: Any, out_dir: Path) -> Path:
 
 def train_text_llm(data: dict[str, str], p: Preset, seed: int, steps: int, out_dir: Path
                    ) -> tuple[Path, dict[str, Any]]:
-    """Phase 1: a decoder trained from scratch on the synthetic text (`data["text"]`, `data["tokenizer"]`),
-    saved as a plain HF LLM folder. Returns the folder and the phase summary."""
+    """Phase 1: a decoder trained from scratch on the synthetic text sets of `p.text_curriculum` (tokenizer
+    `data["tokenizer"]`), saved as a plain HF LLM folder. Returns the folder and the phase summary."""
     from navil.checkpoint.llm_init import init_from_llm
     from navil.processing.tokenizer import load_tokenizer
 
     tok = load_tokenizer(data["tokenizer"], require_navil_tokens=False)
     llm_cfg, vis_cfg = _configs(p, tok.vocab_size + 16)
     model = init_from_llm(None, vis_cfg, llm_config=llm_cfg, tokenizer=tok, seed=seed, **_navil_kwargs(p))
-    loader = _loader(data["text"], None, model, model.tokenizer, p, seed, images=False)
-    summary = train_phase("text LLM", model, "stage2", [(0.0, loader)], steps, p.lr_text, p)
+    schedule = [(f0, _loader([data[name] for name in mix], list(mix.values()), model, model.tokenizer, p, seed,
+                             images=False)) for f0, mix in p.text_curriculum]
+    summary = train_phase("text LLM", model, "stage2", schedule, steps, p.lr_text, p)
     llm_dir = save_hf_llm(model, model.tokenizer, out_dir)
     _say(f"text LLM saved as a plain HF {llm_cfg.family} folder: {llm_dir}")
     return llm_dir, summary
@@ -191,15 +218,53 @@ def _loader(paths: list[str] | str, weights: list[float] | None, model: Any, tok
                         None, seed=seed, multi_scale=False, system_message="", shuffle=shuffle)
 
 
-def _grounding_head(model: Any) -> Any:
-    """The training-only region-grounding heads: what each region is (shape, word, bar value) and its colour."""
+def _object_word_of(region: dict) -> str | None:
+    """An object region's word ("red_star"); None for words and bars."""
+    from navil.data.synthetic import SHAPES
+    from navil.quickstart_data import object_word
+
+    return object_word(region["color"], region["label"]) if region.get("label") in SHAPES else None
+
+
+def _grounding(model: Any, kind: str) -> Any:
+    """The training-only grounding loss of `Preset.grounding` (None for "none")."""
     from navil.data.synthetic import COLORS, OCR_WORDS, SHAPES
     from navil.data.synthetic._scenes import CHART_MAX_VALUE
-    from navil.train.grounding import GroundingHeads, RegionGrounding
+    from navil.quickstart_data import BACKGROUND_WORD, object_words
+    from navil.train.grounding import EmbeddingGrounding, GroundingHeads, RegionGrounding
 
-    labels = [*SHAPES, *OCR_WORDS, *(f"bar {v}" for v in range(1, CHART_MAX_VALUE + 1))]
-    hidden = model.config.llm.hidden_size
-    return GroundingHeads([RegionGrounding(hidden, labels), RegionGrounding(hidden, COLORS, key="color")])
+    if kind == "none":
+        return None
+    if kind == "words":
+        tok = model.tokenizer
+        ids = {w: tok.token_to_id(w) for w in (*object_words(), BACKGROUND_WORD)}
+        missing = [w for w, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"the tokenizer lacks the object words {missing[:5]}...; regenerate the data")
+        background = ids.pop(BACKGROUND_WORD)
+        return EmbeddingGrounding(model.language_model.embed, ids, background, _object_word_of)
+    if kind == "regions":
+        labels = [*SHAPES, *OCR_WORDS, *(f"bar {v}" for v in range(1, CHART_MAX_VALUE + 1))]
+        hidden = model.config.llm.hidden_size
+        return GroundingHeads([RegionGrounding(hidden, labels), RegionGrounding(hidden, COLORS, key="color")])
+    raise ValueError(f"Preset.grounding must be 'words', 'regions' or 'none', got {kind!r}")
+
+
+def _object_scenes(p: Preset, seed: int) -> Any:
+    """`batch_at(step, fraction)` for the vision warm-up: `p.vision_warmup_images` fresh object scenes per step
+    (train split, their own index range), at most as many objects as `p.vision_warmup_curriculum` allows."""
+    from navil.data.synthetic import make_sample
+
+    n = p.vision_warmup_images
+
+    def batch_at(step: int, frac: float) -> tuple[list, list]:
+        max_objects = [k for f0, k in p.vision_warmup_curriculum if frac >= f0][-1]
+        samples = [make_sample("train", 20 * 10**6 + (step - 1) * n + i, seed=seed, categories=("color", "shape"),
+                               max_objects=max_objects, object_scale=p.object_scale, canvas_fill=p.canvas_fill)
+                   for i in range(n)]
+        return [s.image for s in samples], [s.regions() for s in samples]
+
+    return batch_at
 
 
 # ---- validation (learning curve) -------------------------------------------------------------------------------
@@ -286,7 +351,7 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
                 grounding: Any = None, log_every_s: float = 10.0) -> dict[str, Any]:
     """Train `model` for `steps` optimizer steps. `schedule` lists (start fraction, loader): the curriculum
     switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps. `grounding`:
-    grounding heads (`_grounding_head`) whose loss, weighted by `p.grounding_weight`, is added on the loaders'
+    grounding loss (`_grounding`) added, weighted by `p.grounding_weight`, on the loaders'
     regions."""
     from navil.train.grounding import RegionTable, capture_visual_tokens
     from navil.train.optim import clip_grad_norm
@@ -298,8 +363,10 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     tables = {}
     if grounding is not None:
         mult = (lr_mult or {}).get("connector", 1.0)
-        groups.append({"name": "grounding", "params": list(grounding.parameters()), "weight_decay": 0.0,
-                       "lr": lr * mult, "base_lr": lr * mult, "lr_mult": mult})
+        heads = list(grounding.parameters())  # none for EmbeddingGrounding
+        if heads:
+            groups.append({"name": "grounding", "params": heads, "weight_decay": 0.0, "lr": lr * mult,
+                           "base_lr": lr * mult, "lr_mult": mult})
         tables = {id(ld): RegionTable([s.path for s in ld.sources]) for _, ld in schedule}
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     params = [q for g in groups for q in g["params"]]
@@ -489,6 +556,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     from navil.checkpoint.io import load_model
     from navil.checkpoint.llm_init import init_from_llm, save_with_tokenizer
     from navil.processing.tokenizer import load_tokenizer
+    from navil.train.vision_warmup import warm_up_vision
 
     t_start = time.perf_counter()
     p = preset or Preset()
@@ -504,8 +572,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
         return max(1, round(minutes * share * p.steps_per_minute[phase]))
 
     sizes = DataSizes().scaled(data_scale)
-    _say(f"out {out}  budget {minutes:g} min  seed {seed}  (phases: text LLM {p.share_text:.0%}, stage 1 "
-         f"{p.share_stage1:.0%}, stage 2 {p.share_stage2:.0%}, rest eval)")
+    _say(f"out {out}  budget {minutes:g} min  seed {seed}  (phases: text LLM {p.share_text:.0%}, vision warm-up "
+         f"{p.share_vision_warmup:.0%}, stage 1 {p.share_stage1:.0%}, stage 2 {p.share_stage2:.0%}, rest data "
+         f"and eval)")
     data = prepare_data(out / "data", seed, sizes, p.object_scale, p.canvas_fill)
     curve = out / "curve.jsonl"
     curve.unlink(missing_ok=True)
@@ -515,19 +584,27 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     llm_dir, phases["text_llm"] = train_text_llm(data, p, seed, steps_for("text", p.share_text), out / "llm")
     vis_cfg = _configs(p, 0)[1]
 
-    # 2. stage 1 --------------------------------------------------------------------------------------------
+    # 2. vision warm-up -------------------------------------------------------------------------------------
     model = init_from_llm(llm_dir, vis_cfg, seed=seed, **_navil_kwargs(p))
     tok = model.tokenizer
+    grounding = _grounding(model, p.grounding)
+    if grounding is not None and p.share_vision_warmup > 0:
+        _say(f"vision warm-up: encoder + connector on the grounding loss, {p.vision_warmup_images} object scenes "
+             f"per step")
+        phases["vision_warmup"] = warm_up_vision(
+            model, grounding, _object_scenes(p, seed), steps_for("warmup", p.share_vision_warmup),
+            p.lr_vision_warmup, p.connector_lr_mult_warmup, p.weight_decay, p.warmup_steps, _say)
+
+    # 3. stage 1 --------------------------------------------------------------------------------------------
     validator = Validator({"": data["val"], "@1": data["val_single"]}, model, tok, p, curve)
     mult = {"vision": p.vision_lr_mult, "connector": p.connector_lr_mult}
     s1 = [(f0, _loader(data[name], None, model, tok, p, seed)) for f0, name in p.stage1_curriculum]
     mult1 = {"vision": p.vision_lr_mult_stage1, "connector": p.connector_lr_mult_stage1}
-    grounding = _grounding_head(model) if p.grounding_phases else None
     phases["stage1"] = train_phase("stage 1", model, "stage1", s1, steps_for("stage1", p.share_stage1), p.lr_stage1, p,
                                    validator, mult1, grounding if "stage1" in p.grounding_phases else None)
     validator(model, "stage 1", phases["stage1"]["steps"], {"boundary": True})
 
-    # 3. stage 2 --------------------------------------------------------------------------------------------
+    # 4. stage 2 --------------------------------------------------------------------------------------------
     # captions keep part of the dense supervision in stage 2, but not in the single-object phase: there the
     # QA signal alone leaves the image-blind plateau fastest (measured)
     captions = {"s2_medium": "s1_medium", "s2_qa": "s1_full"}
@@ -542,7 +619,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     _say(f"model saved: {model_dir}  (navil chat --model {model_dir} --image IMG \"question\")")
     del model
 
-    # 4. evaluation on the held-out test split (from the saved folder, as a user would) -----------------------
+    # 5. evaluation on the held-out test split (from the saved folder, as a user would) -----------------------
     t_eval = time.perf_counter()
     model = load_model(model_dir)
     tok = load_tokenizer(model_dir)
@@ -553,7 +630,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
             cats[c]["by_objects"] = by
     phases["eval"] = {"seconds": round(time.perf_counter() - t_eval, 1)}
 
-    # 5. examples ---------------------------------------------------------------------------------------------
+    # 6. examples ---------------------------------------------------------------------------------------------
     ex = show_examples(model, tok, data["test"], out / "examples.png", k=examples) if examples else []
     plot_curve(curve, out / "curve.png")
 

@@ -6,11 +6,18 @@ that vocabulary (whitespace/punctuation pre-tokenizer) makes every answer a sing
 ~10 tokens (the byte tokenizer needs 4-6 tokens per word). It carries `<pad> <s> </s> [UNK]`,
 `<|im_start|> <|im_end|>` and the 12 NaViL special tokens, so `navil.load_tokenizer` reads it like any
 checkpoint's tokenizer.
+
+Object words: the tokenizer also holds one word per (colour, shape) pair, "red_star", and the background
+word "gray". The text LLM learns them from scene descriptions laid out as an image's visual tokens are
+(`object_words_text`: each object a few copies of its word between background words); stage 1 and 2 then
+pull each visual token onto its object's word embedding (navil.train.grounding.EmbeddingGrounding), so the
+LLM reads an object's colour and shape off any of its tokens the way it learnt to read the words.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing
+import random
 import re
 import sys
 import time
@@ -21,9 +28,23 @@ from typing import Any
 
 from navil.processing.tokenizer import IM_END_TOKEN, IM_START_TOKEN, NAVIL_SPECIAL_TOKENS
 
-DATA_VERSION = 12
+DATA_VERSION = 13
 _WORD = re.compile(r"\w+|[^\w\s]+")
 SPECIALS_BEFORE = ("<pad>", "<s>", "</s>", "[UNK]")
+BACKGROUND_WORD = "gray"
+OBJECT_WORD_SETS = (1, 2, 3, 5)  # max objects per scene of the object-word text sets "ow1", "ow2", ...
+
+
+def object_word(color: str, shape: str) -> str:
+    """The one-token name of an object: "red_star"."""
+    return f"{color}_{shape}"
+
+
+def object_words() -> list[str]:
+    """Every object word, colour-major."""
+    from navil.data.synthetic import COLORS, SHAPES
+
+    return [object_word(c, s) for c in COLORS for s in SHAPES]
 
 
 @dataclass
@@ -31,6 +52,7 @@ class DataSizes:
     """Sample counts per generated set (images; QA sets carry several questions per image)."""
 
     text: int = 6000          # text-only conversations for the text LLM (captions + questions, no images)
+    object_words: int = 4000  # text-only colour/shape questions on object-word scenes, per set (OBJECT_WORD_SETS)
     s1_easy: int = 1500       # stage 1 captions: one object (colour/shape)
     s1_medium: int = 2000     # stage 1 captions: <= 3 objects, colour/shape/count/position scenes
     s1_full: int = 5000       # stage 1 captions: every category
@@ -97,6 +119,8 @@ def synthetic_vocabulary(seed: int = 0, n: int = 3000) -> list[str]:
         add(s.caption)
         for _, q, a in s.turns:
             add(q)
+    for w in (*object_words(), BACKGROUND_WORD):
+        add(w)
     specials = set(NAVIL_SPECIAL_TOKENS) | {IM_START_TOKEN, IM_END_TOKEN} | set(SPECIALS_BEFORE)
     return [w for w in words if w not in specials and not w.startswith("<|")]
 
@@ -144,6 +168,34 @@ def _text_jsonl(path: Path, n: int, seed: int) -> None:
             f.write(json.dumps({"id": f"text-{s.index}", "conversations": conv, "category": s.category}) + "\n")
 
 
+def object_words_text(sample: Any, rng: random.Random) -> str:
+    """An object scene written as its visual tokens lie: the objects in reading order (row band, then left to
+    right, as in the caption), each as 2-4 copies of its object word with 0-3 background words before it."""
+    h = sample.image.size[1]
+    objects = sorted(sample.meta["objects"], key=lambda o: (min(2, int(3 * o["y"] / h)), o["x"]))
+    words: list[str] = []
+    for o in objects:
+        words += [BACKGROUND_WORD] * rng.randint(0, 3) + [object_word(o["color"], o["shape"])] * rng.randint(2, 4)
+    return " ".join(words + [BACKGROUND_WORD] * rng.randint(0, 3))
+
+
+def write_object_words_text(path: str | Path, n: int, seed: int, start: int, max_objects: int) -> str:
+    """`n` text-only conversations: an object-word scene (`object_words_text`) of up to `max_objects` objects
+    and one colour or shape question about it ("What color is the star?") with its answer."""
+    from navil.data.synthetic import format_question, iter_samples
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for s in iter_samples("train", n, seed=seed, start=start, categories=("color", "shape"),
+                              max_objects=max_objects):
+            scene = object_words_text(s, random.Random(f"{seed}-{s.index}"))
+            conv = [{"from": "human", "value": f"{scene}\n{format_question(s.question)}"},
+                    {"from": "gpt", "value": s.answer}]
+            f.write(json.dumps({"id": f"ow-{s.index}", "conversations": conv, "category": s.category}) + "\n")
+    return str(path)
+
+
 def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: float = 1.0,
                  canvas_fill: float | None = None) -> dict[str, Any]:
     """Generate (or reuse) every data set; returns paths. Reuse is keyed on (version, seed, sizes, drawing)."""
@@ -156,6 +208,7 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
     paths = {
         "tokenizer": root / "tokenizer",
         "text": root / "text" / "train_text.jsonl",
+        **{f"ow{k}": root / "object_words" / f"train_ow{k}.jsonl" for k in OBJECT_WORD_SETS},
         "s1_easy": root / "s1_easy" / "train_caption.jsonl",
         "s1_medium": root / "s1_medium" / "train_caption.jsonl",
         "s1_full": root / "s1_full" / "train_caption.jsonl",
@@ -193,6 +246,9 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
         futures = {name: pool.submit(export_jsonl, root / name, seed=seed, **drawing, **kw)
                    for name, kw in sorted(jobs, key=lambda job: -job[1]["n"])}
         futures["test"] = pool.submit(export_tsv, paths["test"], sizes.test, seed=seed, split="test", **drawing)
+        for k in OBJECT_WORD_SETS:
+            futures[f"ow{k}"] = pool.submit(write_object_words_text, paths[f"ow{k}"], sizes.object_words, seed,
+                                            (10 + k) * 10**6, k)
         write_word_tokenizer(paths["tokenizer"], synthetic_vocabulary(seed))
         (root / "text").mkdir(parents=True, exist_ok=True)
         _text_jsonl(paths["text"], sizes.text, seed)
@@ -200,6 +256,9 @@ def prepare_data(folder: str | Path, seed: int, sizes: DataSizes, object_scale: 
             futures[name].result()
             note = "  (held-out test split, balanced TSV)" if name == "test" else ""
             _say(f"  {name:9s} {kw['n']:6d} images{note}")
+        for k in OBJECT_WORD_SETS:
+            futures[f"ow{k}"].result()
+        _say(f"  ow1..ow{OBJECT_WORD_SETS[-1]:<3d} {sizes.object_words:6d} object-word scenes each (text only)")
     marker.write_text(json.dumps(spec, indent=1))
     _say(f"data ready in {time.perf_counter() - t0:.1f}s")
     return {k: str(v) for k, v in paths.items()}

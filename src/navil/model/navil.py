@@ -116,7 +116,10 @@ class NaViL(nn.Module):
         if self.config.restore_raster_order:
             plan = self.vision_model.plan(image_grid_thw)
             x = x[torch.argsort(plan.window_index.to(x.device))]
-        return self.mlp1(x)
+        x = self.mlp1(x)
+        if self.config.visual_token_rms is not None:
+            x = F.rms_norm(x, (x.shape[-1],), eps=1e-6) * self.config.visual_token_rms
+        return x
 
     def embed(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with special-token rows from `special_token_embedding` and image features

@@ -25,7 +25,7 @@ samples with several images or scales, are left out of the loss.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,47 @@ import torch.nn.functional as F
 from torch import nn
 
 Regions = list[dict] | None
+
+
+def region_targets(grids: torch.Tensor, regions: Sequence[Regions], merge: int,
+                   label_of: Callable[[dict], str | None], index: dict[str, int], background: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets for the visual tokens of images with `grids` [N, 3] (patches; tokens in raster order per image):
+    (class per token [U]: `index[label_of(region)]` of the region whose box holds the centre of the token's
+    merge unit, `background` outside every region, -100 for images without labelled regions; the token index
+    and region number of each (token, region) membership; the class of each region). Regions whose
+    `label_of` is None are left out; a label missing from `index` raises KeyError."""
+    dense, members, owners, region_labels = [], [], [], []
+    offset = n_regions = 0
+    for (t, h, w), all_regions in zip(grids.tolist(), regions):
+        image_regions = [r for r in all_regions or () if label_of(r) is not None]
+        rows, cols = h // merge, w // merge
+        n = t * rows * cols
+        if t != 1 or not image_regions:
+            dense.append(torch.full((n,), -100))
+            offset += n
+            continue
+        cy = ((torch.arange(rows) + 0.5) / rows).repeat_interleave(cols)
+        cx = ((torch.arange(cols) + 0.5) / cols).repeat(rows)
+        boxes = torch.tensor([r["box"] for r in image_regions], dtype=torch.float32)  # [R, 4]
+        inside = ((cx >= boxes[:, :1]) & (cx <= boxes[:, 2:3]) & (cy >= boxes[:, 1:2]) & (cy <= boxes[:, 3:4]))
+        # a region smaller than a token still owns the token under its centre
+        centre_token = (((boxes[:, 1] + boxes[:, 3]) / 2 * rows).long().clamp(0, rows - 1) * cols
+                        + ((boxes[:, 0] + boxes[:, 2]) / 2 * cols).long().clamp(0, cols - 1))
+        inside[torch.arange(len(boxes)), centre_token] = True
+        ids = torch.tensor([index[label_of(r)] for r in image_regions])
+        label = torch.full((n,), background)
+        region, token = inside.nonzero(as_tuple=True)
+        label[token] = ids[region]
+        dense.append(label)
+        members.append(token + offset)
+        owners.append(region + n_regions)
+        region_labels.append(ids)
+        n_regions += len(ids)
+        offset += n
+    empty = torch.zeros(0, dtype=torch.long)
+    return (torch.cat(dense), torch.cat(members) if members else empty, torch.cat(owners) if owners else empty,
+            torch.cat(region_labels) if region_labels else empty)
 
 
 class RegionGrounding(nn.Module):
@@ -59,40 +100,8 @@ class RegionGrounding(nn.Module):
 
     def targets(self, grids: torch.Tensor, regions: Sequence[Regions], merge: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For the visual tokens of images with `grids` [N, 3] (patches, raster order per image):
-        (dense label per token [U] with -100 where unknown, token index and region number of each
-        (token, region) membership, label per region)."""
-        dense, members, owners, region_labels = [], [], [], []
-        offset = n_regions = 0
-        for (t, h, w), all_regions in zip(grids.tolist(), regions):
-            image_regions = [r for r in all_regions or () if self.key in r]
-            rows, cols = h // merge, w // merge
-            n = t * rows * cols
-            if t != 1 or not image_regions:
-                dense.append(torch.full((n,), -100))
-                offset += n
-                continue
-            cy = ((torch.arange(rows) + 0.5) / rows).repeat_interleave(cols)
-            cx = ((torch.arange(cols) + 0.5) / cols).repeat(rows)
-            boxes = torch.tensor([r["box"] for r in image_regions], dtype=torch.float32)  # [R, 4]
-            inside = ((cx >= boxes[:, :1]) & (cx <= boxes[:, 2:3]) & (cy >= boxes[:, 1:2]) & (cy <= boxes[:, 3:4]))
-            # a region smaller than a token still owns the token under its centre
-            centre_token = (((boxes[:, 1] + boxes[:, 3]) / 2 * rows).long().clamp(0, rows - 1) * cols
-                            + ((boxes[:, 0] + boxes[:, 2]) / 2 * cols).long().clamp(0, cols - 1))
-            inside[torch.arange(len(boxes)), centre_token] = True
-            ids = torch.tensor([self.index[r[self.key]] for r in image_regions])
-            label = torch.full((n,), self.background)
-            region, token = inside.nonzero(as_tuple=True)
-            label[token] = ids[region]
-            dense.append(label)
-            members.append(token + offset)
-            owners.append(region + n_regions)
-            region_labels.append(ids)
-            n_regions += len(ids)
-            offset += n
-        empty = torch.zeros(0, dtype=torch.long)
-        return (torch.cat(dense), torch.cat(members) if members else empty, torch.cat(owners) if owners else empty,
-                torch.cat(region_labels) if region_labels else empty)
+        """`region_targets` of this head's field."""
+        return region_targets(grids, regions, merge, lambda r: r.get(self.key), self.index, self.background)
 
     def forward(self, tokens: torch.Tensor, grids: torch.Tensor, regions: Sequence[Regions], merge: int
                 ) -> torch.Tensor:
@@ -131,6 +140,53 @@ class GroundingHeads(nn.ModuleList):
         """Each head's pooled training accuracy since the last call, as "key acc ..." (None if none seen)."""
         parts = [(head.key, head.pop_accuracy()) for head in self]
         return "  ".join(f"{k} {a:.2f}" for k, a in parts if a is not None) or None
+
+
+class EmbeddingGrounding(nn.Module):
+    """Pulls each visual token onto the LLM's input embedding of the word that names what the token shows.
+
+    `label_of(region)` names a region by a word of the vocabulary (`word_ids`: word -> token id; the quickstart
+    names each object by one compound word, "red_star", that its text LLM learnt from scene descriptions with
+    one such word per object); the other tokens of a labelled image are pulled onto `background_id`. The loss
+    is cross-entropy over `scale` x the cosine similarities between a token and those words' embeddings (read
+    from `embedding` at each call, as targets without gradient), the background class weighted by
+    `background_weight`. A visual token that lies on its object's word is read by the LLM like that word.
+    """
+
+    def __init__(self, embedding: nn.Embedding, word_ids: dict[str, int], background_id: int,
+                 label_of: Callable[[dict], str | None], scale: float = 10.0, background_weight: float = 0.2) -> None:
+        super().__init__()
+        self._embedding = (embedding,)  # a tuple: the LLM's table is read, never registered (or trained) here
+        self.index = {word: i for i, word in enumerate(word_ids)}
+        self.background = len(self.index)
+        self.register_buffer("token_ids", torch.tensor([*word_ids.values(), background_id]), persistent=False)
+        self.label_of, self.scale = label_of, scale
+        weight = torch.ones(len(self.index) + 1)
+        weight[self.background] = background_weight
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.hits = self.seen = 0
+
+    def forward(self, tokens: torch.Tensor, grids: torch.Tensor, regions: Sequence[Regions], merge: int
+                ) -> torch.Tensor:
+        """The loss for visual tokens [U, H] of images with `grids` and `regions`."""
+        dense = region_targets(grids, regions, merge, self.label_of, self.index, self.background)[0].to(tokens.device)
+        known = dense != -100
+        if not known.any():
+            return tokens.sum() * 0.0
+        words = F.normalize(self._embedding[0].weight[self.token_ids].detach().float(), dim=-1)
+        logits = self.scale * F.normalize(tokens[known].float(), dim=-1) @ words.T
+        target = dense[known]
+        with torch.no_grad():
+            on_object = target != self.background
+            self.hits += (logits[on_object].argmax(-1) == target[on_object]).sum().item()
+            self.seen += int(on_object.sum())
+        return F.cross_entropy(logits, target, weight=self.class_weight)
+
+    def pop_accuracy(self) -> str | None:
+        """Training accuracy of the object tokens' nearest word since the last call (None if none seen)."""
+        acc = self.hits / self.seen if self.seen else None
+        self.hits = self.seen = 0
+        return None if acc is None else f"word {acc:.2f}"
 
 
 class RegionTable:
