@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from navil.cli import main
 from navil.data.synthetic import CATEGORIES, SHAPES
 
@@ -90,6 +92,7 @@ def test_quickstart_end_to_end(tmp_path, capsys):
         assert abs(rec["overall"] - sum(main_set) / len(main_set)) < 1e-3
     text = capsys.readouterr().out
     assert "category" in text and "overall" in text and "stage 1" in text and "stage 2" in text
+    assert "vision warm-up: done" in text and "region acc word" in text  # the word grounding ran
 
     # the text LLM is a plain HF folder, the trained model a navil folder that loads and answers
     assert json.loads((out / "llm" / "config.json").read_text())["model_type"] == "qwen3"
@@ -114,9 +117,19 @@ def test_quickstart_end_to_end(tmp_path, capsys):
 def test_quickstart_with_region_grounding(tmp_path, capsys):
     from navil.quickstart import Preset, run_quickstart
 
-    preset = Preset(grounding_phases=("stage1", "stage2"))
+    preset = Preset(grounding="regions", share_vision_warmup=0.0)
     res = run_quickstart(tmp_path / "qs", minutes=0.1, data_scale=0.02, preset=preset, examples=0)
     rows = [json.loads(line) for line in Path(res["data"]["s1_easy"]).read_text().splitlines()]
     assert all(r["regions"] and r["regions"][0]["label"] in SHAPES for r in rows)  # one object each
-    logged = [line for line in capsys.readouterr().out.splitlines() if "region acc" in line]
+    out = capsys.readouterr().out
+    logged = [line for line in out.splitlines() if "region acc label" in line]
     assert any("stage 1 step" in line for line in logged) and any("stage 2 step" in line for line in logged)
+    assert "vision warm-up: done" not in out
+
+
+def test_quickstart_rejects_an_unknown_grounding(tmp_path):
+    from navil.errors import ConfigError
+    from navil.quickstart import Preset, run_quickstart
+
+    with pytest.raises(ConfigError, match="grounding"):
+        run_quickstart(tmp_path / "qs", minutes=0.05, data_scale=0.02, preset=Preset(grounding="boxes"), examples=0)

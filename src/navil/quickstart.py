@@ -5,17 +5,18 @@ The paper's recipe end to end on navil's built-in synthetic tasks, sized for ~10
 0. data      synthetic sets generated once into OUT/data (reused by later runs) and a word-level tokenizer
              over the synthetic vocabulary (every answer is one token; one word per object, "red_star"; see
              navil.quickstart_data)
-1. text LLM  a small Qwen3-layout decoder trained from scratch on text (no images): first colour/shape
-             questions about scenes written as an image's visual tokens lie (a few copies of each object's word
-             between background words), which teaches the lookup "What color is the star?" needs; then the
-             captions and questions of the synthetic data. Written as a plain HF LLM folder OUT/llm
+1. text LLM  a small Qwen3-layout decoder trained from scratch on text (no images): colour/shape questions
+             about scenes written as an image's visual tokens lie (a few copies of each object's word between
+             background words), which teaches the lookup "What color is the star?" needs. Written as a plain HF
+             LLM folder OUT/llm
    warm-up   `init_from_llm(OUT/llm, vision)` (visual experts copied from their text twins, a fresh ViT with a
              convolutional stem and connector); the encoder and connector alone learn to put each visual token
              on its object's word embedding (navil.train.grounding.EmbeddingGrounding), on fresh object scenes
 2. stage 1   dense captions (every object's colour, shape and position; the word; the bars) with every text
              weight frozen, curriculum easy (1 object) -> medium (<= 3) -> full; the word grounding goes on
-3. stage 2   everything trains on question answering (several questions per image) plus some captions,
-             curriculum single object (colour/shape) -> colour/shape with <= 3 objects -> every category
+3. stage 2   everything trains on question answering (several questions per image) plus some captions and
+             object-word text, curriculum single object (colour/shape) -> colour/shape with <= 3 objects ->
+             every category
 4. eval      the held-out test split (balanced TSV) through navil.eval.runner (exact match per category)
 5. examples  a few test images with question, answer and ground truth, printed and saved as one PNG sheet
 
@@ -40,10 +41,12 @@ from typing import Any
 
 import torch
 
+from navil.errors import ConfigError
 from navil.quickstart_data import DataSizes, jsonl_categories, prepare_data
 
 TARGETS = {"color": 0.90, "shape": 0.80}  # other categories: chance + 0.25 * (1 - chance)
 TEMPLATE = "internlm2-chat"               # no <think> block: fewer prompt tokens than qwen3-chat
+GROUNDINGS = ("words", "regions", "none")  # Preset.grounding
 
 
 @dataclass
@@ -82,13 +85,14 @@ class Preset:
     share_vision_warmup: float = 0.20
     share_stage1: float = 0.155
     share_stage2: float = 0.42
-    # text-LLM curriculum: (start fraction, {text set: weight}) -- "text": the synthetic captions and questions;
-    # "ow1".."ow5": colour/shape questions on object-word scenes of up to 1, 2, 3, 5 objects
-    # (navil.quickstart_data.object_words_text). The lookup comes last: text after it erodes it (held-out colour
-    # on 2 / 5 objects 0.94 / 0.59 without, 0.63 / 0.24 with 15% text at the end, 0.46 / 0.14 with 30%)
-    text_curriculum: list = field(default_factory=lambda: [(0.0, {"text": 1.0}), (0.25, {"ow1": 1.0}),
-                                                           (0.35, {"ow2": 1.0}), (0.5, {"ow3": 1.0}),
-                                                           (0.65, {"ow5": 1.0})])
+    # text-LLM curriculum: (start fraction, {text set: weight}) over "ow1".."ow5": colour/shape questions on
+    # object-word scenes of up to 1, 2, 3, 5 objects (navil.quickstart_data.object_words_text); "text" (the
+    # synthetic captions and questions) is also available. Text after the lookup erodes it (held-out colour on
+    # 2 / 5 objects 0.94 / 0.59 without, 0.63 / 0.24 with 15% text at the end, 0.46 / 0.14 with 30%); text
+    # before it (25%) trades shape for colour in the whole run (shape 0.48-0.53, colour 0.61-0.66 in four runs
+    # against 0.96-0.98 and 0.45 in two; docs/quickstart.md)
+    text_curriculum: list = field(default_factory=lambda: [(0.0, {"ow1": 1.0}), (0.1, {"ow2": 1.0}),
+                                                           (0.25, {"ow3": 1.0}), (0.45, {"ow5": 1.0})])
     # vision warm-up (navil.train.vision_warmup): encoder + connector alone on the grounding loss, on freshly drawn
     # object scenes, `vision_warmup_images` per step, curriculum (start fraction, max objects)
     vision_warmup_images: int = 24
@@ -120,10 +124,13 @@ class Preset:
     max_tokens: int = 1024
     warmup_steps: int = 15
     caption_share_stage2: float = 0.25
+    # share of object-word text (up to 5 objects) in stage 2 after its single-object phase: keeps the lookup the
+    # text phase taught
+    object_words_share_stage2: float = 0.15
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on the
-    # same machine; --minutes is turned into steps with these rates: 1.45x (see max_tokens) those measured with
-    # 1536-token packs on 2 CPU cores (2 threads) on the slowest day seen, 200 / 72 / 80 steps/min for text /
-    # stage 1 / stage 2 (other days: 320 / 130 / 150 and 243 / 97 / 119).
+    # same machine; --minutes is turned into steps with these rates, measured with this preset on 2 CPU cores
+    # (2 threads, nothing else running; stages 1 and 2 include their validation passes). The shares above add up
+    # to 0.93: the rest of the budget is data generation, evaluation and the examples.
     steps_per_minute: dict = field(default_factory=lambda: {"text": 524.0, "warmup": 149.0, "stage1": 115.0,
                                                             "stage2": 138.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
@@ -240,14 +247,12 @@ def _grounding(model: Any, kind: str) -> Any:
         ids = {w: tok.token_to_id(w) for w in (*object_words(), BACKGROUND_WORD)}
         missing = [w for w, i in ids.items() if i is None]
         if missing:
-            raise ValueError(f"the tokenizer lacks the object words {missing[:5]}...; regenerate the data")
+            raise ConfigError(f"the tokenizer lacks the object words {missing[:5]}; regenerate the data")
         background = ids.pop(BACKGROUND_WORD)
         return EmbeddingGrounding(model.language_model.embed, ids, background, _object_word_of)
-    if kind == "regions":
-        labels = [*SHAPES, *OCR_WORDS, *(f"bar {v}" for v in range(1, CHART_MAX_VALUE + 1))]
-        hidden = model.config.llm.hidden_size
-        return GroundingHeads([RegionGrounding(hidden, labels), RegionGrounding(hidden, COLORS, key="color")])
-    raise ValueError(f"Preset.grounding must be 'words', 'regions' or 'none', got {kind!r}")
+    labels = [*SHAPES, *OCR_WORDS, *(f"bar {v}" for v in range(1, CHART_MAX_VALUE + 1))]  # "regions"
+    hidden = model.config.llm.hidden_size
+    return GroundingHeads([RegionGrounding(hidden, labels), RegionGrounding(hidden, COLORS, key="color")])
 
 
 def _object_scenes(p: Preset, seed: int) -> Any:
@@ -560,6 +565,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
 
     t_start = time.perf_counter()
     p = preset or Preset()
+    if p.grounding not in GROUNDINGS:
+        raise ConfigError(f"Preset.grounding must be one of {GROUNDINGS}, got {p.grounding!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # two intra-op threads (1.55x faster per step than one on 2 quiet cores). The thread count changes float
@@ -608,9 +615,14 @@ def run_quickstart(out: str | Path = "runs/quickstart", minutes: float = 10.0, s
     # captions keep part of the dense supervision in stage 2, but not in the single-object phase: there the
     # QA signal alone leaves the image-blind plateau fastest (measured)
     captions = {"s2_medium": "s1_medium", "s2_qa": "s1_full"}
-    s2 = [(f0, _loader([data[name], data[captions[name]]] if name in captions else [data[name]],
-                       [1 - p.caption_share_stage2, p.caption_share_stage2] if name in captions else None,
-                       model, tok, p, seed + 1)) for f0, name in p.stage2_curriculum]
+    s2 = []
+    for f0, name in p.stage2_curriculum:
+        mix = {name: 1.0}
+        if name in captions:
+            mix = {name: 1 - p.caption_share_stage2 - p.object_words_share_stage2,
+                   captions[name]: p.caption_share_stage2, "ow5": p.object_words_share_stage2}
+        mix = {k: w for k, w in mix.items() if w > 0}
+        s2.append((f0, _loader([data[k] for k in mix], list(mix.values()), model, tok, p, seed + 1)))
     phases["stage2"] = train_phase("stage 2", model, "stage2", s2, steps_for("stage2", p.share_stage2), p.lr_stage2, p,
                                    validator, mult, grounding if "stage2" in p.grounding_phases else None)
     validator(model, "stage 2", phases["stage2"]["steps"], {"boundary": True})

@@ -26,13 +26,18 @@ Batch = tuple[list[Image.Image], list[Regions]]
 def warm_up_vision(model: nn.Module, grounding: nn.Module, batch_at: Callable[[int, float], Batch], steps: int,
                    lr: float, connector_lr_mult: float = 1.0, weight_decay: float = 0.01, warmup_steps: int = 15,
                    log: Callable[[str], None] = print, log_every_s: float = 10.0) -> dict[str, Any]:
-    """Train `model.vision_model` and `model.mlp1` for `steps` AdamW steps on `grounding`'s loss over the
-    visual tokens of `batch_at(step, fraction of the phase done)` -> (images, regions per image). LR: linear
-    warm-up, then cosine to 10%. Leaves every parameter trainable again; returns the phase summary."""
+    """Train `model.vision_model` and `model.mlp1` (and `grounding`'s own heads, if any, at the connector's LR)
+    for `steps` AdamW steps on `grounding`'s loss over the visual tokens of `batch_at(step, fraction of the
+    phase done)` -> (images, regions per image). LR: linear warm-up, then cosine to 10%. Leaves every parameter
+    trainable again; returns the phase summary."""
     from navil.inference import processor_for
 
     apply_stage(model, "stage1", override=["vision", "connector"])
     groups = param_groups(model, lr, weight_decay, {"connector": connector_lr_mult})
+    heads = list(grounding.parameters())  # e.g. RegionGrounding's linear heads (EmbeddingGrounding has none)
+    if heads:
+        groups.append({"name": "grounding", "params": heads, "weight_decay": 0.0, "lr": lr * connector_lr_mult,
+                       "lr_mult": connector_lr_mult})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     schedule = LRSchedule(opt, steps, warmup_steps, min_ratio=0.1)
     params = [p for g in groups for p in g["params"]]
