@@ -7,7 +7,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="generate synthetic data, train a tiny NaViL with the paper's recipe, "
                                           "evaluate it and show its answers (~10 min on 2 CPU cores)",
-                       description="Synthetic data -> small text LLM -> stage 1 (captions, text frozen) -> stage 2 "
+                       description="Synthetic data -> small text LLM -> vision warm-up -> stage 1 (captions, text "
+                                   "frozen) -> stage 2 "
                                    "(question answering) -> evaluation on the held-out test split -> example "
                                    "answers. Writes OUT/results.json, OUT/curve.jsonl, OUT/model (loadable with "
                                    "navil.load_model / navil chat) and OUT/examples.png.")
