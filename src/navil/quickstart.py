@@ -89,8 +89,9 @@ class Preset:
     # object-word scenes of up to 1, 2, 3, 5 objects (navil.quickstart_data.object_words_text); "text" (the
     # synthetic captions and questions) is also available. Text after the lookup erodes it (held-out colour on
     # 2 / 5 objects 0.94 / 0.59 without, 0.63 / 0.24 with 15% text at the end, 0.46 / 0.14 with 30%); text
-    # before it (25%) trades shape for colour in the whole run (shape 0.48-0.53, colour 0.61-0.66 in four runs
-    # against 0.96-0.98 and 0.45 in two; docs/quickstart.md)
+    # before it (25%) trades shape for colour in the whole run (seed 0, 1 thread: shape 0.48-0.53, colour
+    # 0.61-0.66 in four runs, against shape 0.96-0.98, colour 0.43-0.45 in three). Which of the two lookups wins
+    # also depends on the seed and the thread count (docs/quickstart.md)
     text_curriculum: list = field(default_factory=lambda: [(0.0, {"ow1": 1.0}), (0.1, {"ow2": 1.0}),
                                                            (0.25, {"ow3": 1.0}), (0.45, {"ow5": 1.0})])
     # vision warm-up (navil.train.vision_warmup): encoder + connector alone on the grounding loss, on freshly drawn
