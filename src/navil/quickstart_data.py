@@ -171,8 +171,10 @@ def _text_jsonl(path: Path, n: int, seed: int) -> None:
 def object_words_text(sample: Any, rng: random.Random) -> str:
     """An object scene written as its visual tokens lie: the objects in reading order (row band, then left to
     right, as in the caption), each as 2-4 copies of its object word with 0-3 background words before it."""
+    from navil.data.synthetic._scenes import reading_order
+
     h = sample.image.size[1]
-    objects = sorted(sample.meta["objects"], key=lambda o: (min(2, int(3 * o["y"] / h)), o["x"]))
+    objects = sorted(sample.meta["objects"], key=lambda o: reading_order(o["x"], o["y"], h))
     words: list[str] = []
     for o in objects:
         words += [BACKGROUND_WORD] * rng.randint(0, 3) + [object_word(o["color"], o["shape"])] * rng.randint(2, 4)

@@ -17,7 +17,8 @@ at readout steps 50 / 100 / 150 (chance 0.20): no grounding 0.29 / 0.29 / 0.32, 
 / 0.92 (the benchmark's docstring has the single-target rows).
 
 Each `RegionGrounding` predicts one field of the regions (`key`, default "label"); `GroundingHeads` adds up
-several (the quickstart's: what the region is, and its "color").
+several. `EmbeddingGrounding` has no heads: it pulls each token onto the LLM's input embedding of the word that
+names its region (the quickstart's default, "red_star"), so the LLM reads the token like that word.
 
 The heads are not part of the model: they are neither saved nor used at inference. Images without regions, and
 samples with several images or scales, are left out of the loss.
@@ -35,6 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 Regions = list[dict] | None
+
+
+def _class_weight(n_labels: int, background_weight: float) -> torch.Tensor:
+    """Cross-entropy weights over `n_labels` classes + background (the last class, down-weighted)."""
+    weight = torch.ones(n_labels + 1)
+    weight[n_labels] = background_weight
+    return weight
 
 
 def region_targets(grids: torch.Tensor, regions: Sequence[Regions], merge: int,
@@ -93,9 +101,7 @@ class RegionGrounding(nn.Module):
         # (benchmarks/probe_grounding.py)
         self.dense_head = nn.Linear(hidden_size, len(self.labels) + 1)
         self.pooled_head = nn.Linear(hidden_size, len(self.labels))
-        weight = torch.ones(len(self.labels) + 1)
-        weight[self.background] = background_weight
-        self.register_buffer("class_weight", weight, persistent=False)
+        self.register_buffer("class_weight", _class_weight(len(self.labels), background_weight), persistent=False)
         self.hits = self.seen = 0
 
     def targets(self, grids: torch.Tensor, regions: Sequence[Regions], merge: int
@@ -161,9 +167,7 @@ class EmbeddingGrounding(nn.Module):
         self.background = len(self.index)
         self.register_buffer("token_ids", torch.tensor([*word_ids.values(), background_id]), persistent=False)
         self.label_of, self.scale = label_of, scale
-        weight = torch.ones(len(self.index) + 1)
-        weight[self.background] = background_weight
-        self.register_buffer("class_weight", weight, persistent=False)
+        self.register_buffer("class_weight", _class_weight(len(self.index), background_weight), persistent=False)
         self.hits = self.seen = 0
 
     def forward(self, tokens: torch.Tensor, grids: torch.Tensor, regions: Sequence[Regions], merge: int

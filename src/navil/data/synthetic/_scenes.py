@@ -195,12 +195,18 @@ def _position_question(a: Obj, b: Obj) -> str:
     return f"Where is the {a.color} {a.shape} relative to the {b.color} {b.shape}?"
 
 
+def reading_order(x: float, y: float, height: int) -> tuple[int, float]:
+    """Sort key of an object centred at (x, y) in an image `height` px tall, as captions list objects: top,
+    middle, bottom band, then left to right."""
+    return min(2, int(3 * y / height)), x
+
+
 def _render_objects(rng: random.Random, objs: list[Obj], w: int, h: int, max_count: int) -> tuple:
     img = R.canvas(w, h, R.gray_background(rng), rng, R.GRADIENT)
     draw = ImageDraw.Draw(img)
     for o in objs:
         R.draw_shape(draw, o.shape, o.x, o.y, o.size, R.jitter(R.PALETTE[o.color], rng))
-    ordered = sorted(objs, key=lambda o: (min(2, int(3 * o.y / h)), o.x))
+    ordered = sorted(objs, key=lambda o: reading_order(o.x, o.y, h))
     parts = [f"{_a(o.color)} {o.shape} {_location(o, w, h)}" for o in ordered]
     if len(parts) == 1:
         caption = parts[0] + "."
