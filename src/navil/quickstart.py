@@ -360,7 +360,7 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     switches loaders as the phase progresses. LR: warm-up then cosine to 10% over the steps. `grounding`:
     grounding loss (`_grounding`) added, weighted by `p.grounding_weight`, on the loaders'
     regions."""
-    from navil.train.grounding import RegionTable, capture_visual_tokens
+    from navil.train.grounding import RegionTable, capture_visual_tokens, head_param_groups
     from navil.train.optim import clip_grad_norm
     from navil.train.stages import apply_stage, param_groups
 
@@ -369,11 +369,7 @@ def train_phase(name: str, model: Any, stage: str, schedule: list[tuple[float, A
     groups = param_groups(model, lr, p.weight_decay, lr_mult or {})
     tables = {}
     if grounding is not None:
-        mult = (lr_mult or {}).get("connector", 1.0)
-        heads = list(grounding.parameters())  # none for EmbeddingGrounding
-        if heads:
-            groups.append({"name": "grounding", "params": heads, "weight_decay": 0.0, "lr": lr * mult,
-                           "base_lr": lr * mult, "lr_mult": mult})
+        groups += head_param_groups(grounding, lr, (lr_mult or {}).get("connector", 1.0))
         tables = {id(ld): RegionTable([s.path for s in ld.sources]) for _, ld in schedule}
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     params = [q for g in groups for q in g["params"]]

@@ -45,6 +45,14 @@ def _class_weight(n_labels: int, background_weight: float) -> torch.Tensor:
     return weight
 
 
+def head_param_groups(grounding: nn.Module, lr: float, lr_mult: float) -> list[dict[str, Any]]:
+    """The AdamW group of a grounding module's own heads at `lr * lr_mult`, without weight decay (no group for
+    a module without parameters, such as `EmbeddingGrounding`)."""
+    heads = list(grounding.parameters())
+    return [{"name": "grounding", "params": heads, "weight_decay": 0.0, "lr": lr * lr_mult, "base_lr": lr * lr_mult,
+             "lr_mult": lr_mult}] if heads else []
+
+
 def region_targets(grids: torch.Tensor, regions: Sequence[Regions], merge: int,
                    label_of: Callable[[dict], str | None], index: dict[str, int], background: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from navil.train.grounding import Regions
+from navil.train.grounding import Regions, head_param_groups
 from navil.train.optim import LRSchedule, clip_grad_norm
 from navil.train.stages import apply_stage, param_groups
 
@@ -34,10 +34,7 @@ def warm_up_vision(model: nn.Module, grounding: nn.Module, batch_at: Callable[[i
 
     apply_stage(model, "stage1", override=["vision", "connector"])
     groups = param_groups(model, lr, weight_decay, {"connector": connector_lr_mult})
-    heads = list(grounding.parameters())  # e.g. RegionGrounding's linear heads (EmbeddingGrounding has none)
-    if heads:
-        groups.append({"name": "grounding", "params": heads, "weight_decay": 0.0, "lr": lr * connector_lr_mult,
-                       "lr_mult": connector_lr_mult})
+    groups += head_param_groups(grounding, lr, connector_lr_mult)
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
     schedule = LRSchedule(opt, steps, warmup_steps, min_ratio=0.1)
     params = [p for g in groups for p in g["params"]]
