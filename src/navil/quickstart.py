@@ -132,7 +132,8 @@ class Preset:
     # same machine; --minutes is turned into steps with these rates, measured with this recipe on 2 CPU cores
     # (2 threads, nothing else running, the slower of two days: the default steps took 93 / 121 / 92 / 252 s for
     # text / warm-up / stage 1 / stage 2 then, 66 / 105 / 74 / 189 s on the other; stages 1 and 2 include their
-    # validation passes). The shares above add up to 0.93: the rest is data generation, evaluation, examples.
+    # validation passes; on 2026-12-05 the machine was slower still: 116 / 179 / 124 / 309 s, 12.9 minutes in all).
+    # The shares above add up to 0.93: the rest is data generation, evaluation, examples.
     steps_per_minute: dict = field(default_factory=lambda: {"text": 524.0, "warmup": 149.0, "stage1": 115.0,
                                                             "stage2": 138.0})
     val_points: int = 6            # validation measurements per phase (the learning curve)
