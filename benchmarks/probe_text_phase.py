@@ -59,7 +59,8 @@ def grid_text(sample, processor: ImageProcessor) -> str:
 
 def write_probe_set(path: Path, n: int, seed: int, p: Preset) -> Path:
     """`n` held-out colour/shape questions (1-5 objects) on grid-text scenes, one per conversation."""
-    processor = ImageProcessor(16, 2, p.min_dynamic_patch * 256, p.max_dynamic_patch * 256)
+    patch = p.vision["patch_size"]
+    processor = ImageProcessor(patch, 2, p.min_dynamic_patch * patch**2, p.max_dynamic_patch * patch**2)
     with open(path, "w", encoding="utf-8") as f:
         for s in iter_samples("train", n, seed=seed, start=90 * 10**6, categories=("color", "shape"),
                               object_scale=p.object_scale, canvas_fill=p.canvas_fill):

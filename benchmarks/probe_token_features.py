@@ -36,7 +36,7 @@ from navil import load_model
 from navil.data.synthetic import COLORS, SHAPES
 from navil.inference import processor_for
 from navil.processing.tokenizer import load_tokenizer
-from navil.quickstart_data import object_word
+from navil.quickstart_data import object_words
 from navil.train.grounding import RegionGrounding
 
 
@@ -97,17 +97,16 @@ def nearest_word(model, tokenizer, feats: dict[str, torch.Tensor]) -> dict[str, 
     """How the decoder reads the raw tokens under the default word grounding: each object token's nearest object
     word by cosine to the LLM's input embeddings ("red_star"); the share whose colour part / shape part / whole
     word is the token's object's, and the mean cosine to that word. None if the tokenizer has no object words."""
-    words = [object_word(c, s) for s in SHAPES for c in COLORS]  # index = shape * len(COLORS) + colour
-    ids = [tokenizer.token_to_id(w) for w in words]
+    ids = [tokenizer.token_to_id(w) for w in object_words()]  # colour-major: colour * len(SHAPES) + shape
     if any(i is None for i in ids):
         return None
     table = F.normalize(model.language_model.embed.weight[torch.tensor(ids)].float(), dim=-1)
     sims = F.normalize(feats["x"].float(), dim=-1) @ table.T
-    own = feats["shape"] * len(COLORS) + feats["colour"]
+    own = feats["colour"] * len(SHAPES) + feats["shape"]
     pred = sims.argmax(-1)
     return {"word": (pred == own).float().mean().item(),
-            "colour part": (pred % len(COLORS) == feats["colour"]).float().mean().item(),
-            "shape part": (pred // len(COLORS) == feats["shape"]).float().mean().item(),
+            "colour part": (pred // len(SHAPES) == feats["colour"]).float().mean().item(),
+            "shape part": (pred % len(SHAPES) == feats["shape"]).float().mean().item(),
             "cosine to own word": sims.gather(1, own[:, None]).mean().item()}
 
 
