@@ -15,7 +15,7 @@ from navil.checkpoint.llm_init import init_weights
 from navil.config import NaViLConfig, VisionConfig
 from navil.errors import ConfigError
 from navil.model.navil import NaViL
-from navil.model.vision import ConvStem
+from navil.model.vision import ConvStem, size_groups
 from navil.processing.image import ImageProcessor, from_patches
 
 
@@ -51,12 +51,28 @@ def test_conv_stem_is_shift_equivariant_over_the_processor_layout():
     assert not torch.allclose(a[2:8, 2:8], b[2:8, 2:8], atol=1e-3)
 
 
+def test_size_groups_cover_every_image_once_and_bound_the_padding():
+    sizes = [(8, 14), (12, 8), (14, 6), (10, 14), (8, 14), (2, 40), (40, 2), (12, 12), (10, 10)]
+    groups = size_groups(sizes, 0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+    for g in groups:
+        canvas = max(sizes[i][0] for i in g) * max(sizes[i][1] for i in g) * len(g)
+        assert canvas <= 1.25 * sum(sizes[i][0] * sizes[i][1] for i in g)
+    assert [5] in groups and [6] in groups  # a tall and a wide strip never share a canvas
+    assert len(groups) < len(sizes)  # similar sizes do
+    assert all(len({sizes[i] for i in g}) == 1 for g in size_groups(sizes, 0.0))  # only equal sizes share
+
+
+@pytest.mark.parametrize("max_padding", [0.0, 10.0], ids=["own-batch", "shared-padded-batch"])
 @torch.no_grad()
-def test_conv_stem_features_do_not_depend_on_the_rest_of_the_pack():
+def test_conv_stem_features_do_not_depend_on_the_rest_of_the_pack(max_padding):
+    """Whether the other image runs apart or in one zero-padded batch with this one, this one's features are
+    those of the image alone (the padding is re-zeroed after every layer)."""
     rng = np.random.default_rng(1)
     one = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
     other = rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)
-    stem = _stem()
+    stem = _stem(context_layers=2)
+    stem.max_padding = max_padding
     alone = _processed(one)
     pack = _processed(other, one)
     n_other = int(pack.image_grid_thw[0].prod())

@@ -153,6 +153,8 @@ class ConvStem(nn.Module):
     images), the ViT reaches 0.90-0.95 per object token with this stem against 0.28-0.46 with the patch
     embedding alone (benchmarks/probe_encoder_tokens.py)."""
 
+    max_padding = 0.1  # images share one conv call while padding adds at most this share (benchmarks/bench_conv_stem)
+
     def __init__(self, cfg: VisionConfig, merge_size: int):
         super().__init__()
         self.patch_size, self.channels, self.merge_size = cfg.patch_size, cfg.num_channels, merge_size
@@ -168,17 +170,56 @@ class ConvStem(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         p, m = self.patch_size, self.merge_size
         patches = pixel_values.reshape(-1, self.channels, p, p).to(self.proj.weight.dtype)
-        out, start = [], 0
-        for t, h, w in grid_thw.tolist():  # one image (scale) at a time: sizes differ
-            if t != 1:
-                raise ValueError(f"the conv stem takes still images (t=1), got a grid with t={t}")
-            x = from_patches(patches[start:start + h * w], h, w, m)[None]  # [1, c, h*p, w*p]
-            for conv, norm in zip(self.convs, self.norms):
-                x = self.act(norm(conv(x).movedim(1, -1)).movedim(-1, 1))
-            # [hidden, h, w] -> one vector per patch, back in merge-unit raster order
-            out.append(to_patches(self.proj(x)[0].permute(1, 2, 0), 1, m).flatten(1))
-            start += h * w
+        grids = [(int(t), int(h), int(w)) for t, h, w in grid_thw.tolist()]
+        if any(t != 1 for t, _, _ in grids):
+            raise ValueError(f"the conv stem takes still images (t=1), got grids {grids}")
+        starts = torch.tensor([0] + [h * w for _, h, w in grids]).cumsum(0).tolist()
+        images = [from_patches(patches[starts[i]:starts[i + 1]], h, w, m) for i, (_, h, w) in enumerate(grids)]
+        out: list[torch.Tensor | None] = [None] * len(grids)
+        for group in size_groups([(h, w) for _, h, w in grids], self.max_padding):
+            features = self._run([images[i] for i in group])  # [b, hidden, H/p, W/p]
+            for b, i in enumerate(group):
+                _, h, w = grids[i]
+                # [hidden, h, w] -> one vector per patch, back in merge-unit raster order
+                out[i] = to_patches(features[b, :, :h, :w].permute(1, 2, 0), 1, m).flatten(1)
         return torch.cat(out)
+
+    def _run(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The stem over images [c, H_i, W_i] zero-padded to one batch; the padding is zeroed again after every
+        layer, so each image's features equal those of the image alone (a conv reads zeros past its border)."""
+        height, width = max(x.shape[1] for x in images), max(x.shape[2] for x in images)
+        padded = any(x.shape[1:] != (height, width) for x in images)
+        x = torch.stack([F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1])) for im in images])
+        x = x.contiguous(memory_format=torch.channels_last)  # makes the channel norm's movedim a free view
+        for conv, norm in zip(self.convs, self.norms):
+            x = self.act(norm(conv(x).movedim(1, -1)).movedim(-1, 1))
+            if padded:
+                x = x * _valid_mask(images, x.shape[-2:], height // x.shape[-2], x)
+        return self.proj(x)
+
+
+def _valid_mask(images: list[torch.Tensor], size: torch.Size, stride: int, like: torch.Tensor) -> torch.Tensor:
+    """[b, 1, *size] ones over each image's region at `stride` (its top-left corner), zeros over the padding."""
+    mask = like.new_zeros(len(images), 1, *size)
+    for b, im in enumerate(images):
+        mask[b, :, :im.shape[1] // stride, :im.shape[2] // stride] = 1
+    return mask
+
+
+def size_groups(sizes: list[tuple[int, int]], max_padding: float) -> list[list[int]]:
+    """Indices of `sizes` (h, w) in batches whose padded canvas (max h x max w per image) exceeds the images' own
+    area by at most `max_padding` of it: largest first, each image joins the current batch while that holds."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][0] * sizes[i][1], sizes[i]), reverse=True)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups:
+            g = groups[-1] + [i]
+            canvas = max(sizes[j][0] for j in g) * max(sizes[j][1] for j in g) * len(g)
+            if canvas <= (1 + max_padding) * sum(sizes[j][0] * sizes[j][1] for j in g):
+                groups[-1] = g
+                continue
+        groups.append([i])
+    return groups
 
 
 class VisionEncoder(nn.Module):
