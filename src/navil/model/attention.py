@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from navil.model.layers import permute_rows
+
 try:  # optional CUDA fast path
     from flash_attn import flash_attn_varlen_func  # type: ignore
 except ImportError:  # pragma: no cover - not installed on CPU machines
@@ -34,23 +36,30 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
         m = max(seqlens)
         return flash_attn_varlen_func(q, k, v, cu, cu, m, m, causal=causal)
-    if len(seqlens) == 1:
-        return _sdpa(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), causal).squeeze(0)
+    if sum(seqlens) != q.shape[0]:
+        raise ValueError(f"segments cover {sum(seqlens)} tokens of {q.shape[0]}")
+    lengths = sorted({n for n in seqlens if n})
+    if not lengths:
+        return torch.empty_like(q)
+    if len(lengths) == 1:  # equal segments: one batched call on a view
+        n = q.shape[0] // lengths[0]
+        return _sdpa(*(t.view(n, lengths[0], *t.shape[1:]) for t in (q, k, v)), causal).flatten(0, 1)
+    # tokens regrouped by segment length (one gather), one SDPA call per length on contiguous views, then back
+    order = _order_by_length(cu_seqlens[:-1].to(q.device), seqlens, lengths)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    sizes = [n * seqlens.count(n) for n in lengths]
+    groups = zip(*(permute_rows(t, order, inverse).split(sizes) for t in (q, k, v)))
+    out = [_sdpa(*(t.view(-1, n, *t.shape[1:]) for t in qkv), causal).flatten(0, 1)
+           for n, qkv in zip(lengths, groups)]
+    return permute_rows(torch.cat(out), inverse, order)
 
-    out = torch.empty_like(q)
-    starts = cu_seqlens[:-1].to(q.device)
-    lengths = torch.tensor(seqlens, device=q.device)
-    for length in sorted(set(seqlens)):
-        if length == 0:
-            continue
-        seg = (lengths == length).nonzero().squeeze(1)
-        # [n_seg, length] token indices of every segment of this length
-        idx = (starts[seg].unsqueeze(1) + torch.arange(length, device=q.device)).reshape(-1)
-        n = seg.numel()
-        o = _sdpa(q[idx].view(n, length, *q.shape[1:]), k[idx].view(n, length, *k.shape[1:]),
-                  v[idx].view(n, length, *v.shape[1:]), causal)
-        out[idx] = o.reshape(n * length, *q.shape[1:])
-    return out
+
+def _order_by_length(starts: torch.Tensor, seqlens: list[int], lengths: list[int]) -> torch.Tensor:
+    """Token indices of the segments of each length in `lengths`, shortest first, each segment contiguous."""
+    by_length = torch.tensor(seqlens, device=starts.device)
+    return torch.cat([(starts[by_length == n].unsqueeze(1) + torch.arange(n, device=starts.device)).reshape(-1)
+                      for n in lengths])
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,

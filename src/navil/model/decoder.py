@@ -18,7 +18,7 @@ from torch import nn
 
 from navil.config import LLMConfig
 from navil.model.attention import apply_rotary, rope_cos_sin, rope_inv_freq
-from navil.model.layers import RMSNorm, SwiGLU
+from navil.model.layers import RMSNorm, SwiGLU, permute_rows
 from navil.model.quirks import visual_output_composes_text_projection
 
 # attend(layer_index, q [T,Hq,D], k [T,Hkv,D], v [T,Hkv,D]) -> [T,Hq,D]
@@ -48,9 +48,8 @@ class ModalityRouter:
         """text_fn on text tokens and visual_fn on visual tokens (text_fn on all if there is no expert)."""
         if self.text_only or visual_fn is None:
             return text_fn(x)
-        xs = x[self.order]
-        y = torch.cat((text_fn(xs[: self.num_text]), visual_fn(xs[self.num_text:])))
-        return y[self.inverse]
+        text, visual = permute_rows(x, self.order, self.inverse).split((self.num_text, len(x) - self.num_text))
+        return permute_rows(torch.cat((text_fn(text), visual_fn(visual))), self.inverse, self.order)
 
 
 class ExpertAttention(nn.Module):

@@ -6,6 +6,24 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _RowPermutation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """`x[order]` for a permutation `order` of x's rows (`inverse` = its inverse): the gradient is a gather too,
+    where plain indexing scatters it with an accumulating index_put (a sort per call on CPU)."""
+    return _RowPermutation.apply(x, order, inverse)
+
+
 class RMSNorm(nn.Module):
     """x * rsqrt(mean(x^2) + eps), computed in fp32, cast back, then scaled by the weight."""
 
