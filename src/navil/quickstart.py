@@ -80,11 +80,14 @@ class Preset:
     restore_raster_order: bool = True
     # visual tokens at the root-mean-square of the text LLM's word embeddings (NaViLConfig.visual_token_rms)
     visual_token_rms: float | None = 0.05
-    # shares of --minutes
-    share_text: float = 0.155
-    share_vision_warmup: float = 0.20
-    share_stage1: float = 0.155
-    share_stage2: float = 0.42
+    # shares of --minutes: 1598 / 500 / 75 / 580 steps at the rates below (stop 26). Against stop 23's 812 / 298 /
+    # 178 / 580, the longer text phase and warm-up met shape on every seed measured (docs/quickstart.md, stops
+    # 25-26); the ~2.6 minutes they add were paid for by faster steps (batched conv stem, gather-based packed
+    # attention) and the shorter stage 1
+    share_text: float = 0.2854
+    share_vision_warmup: float = 0.3012
+    share_stage1: float = 0.0517
+    share_stage2: float = 0.3005
     # text-LLM curriculum: (start fraction, {text set: weight}) over "ow1".."ow5": colour/shape questions on
     # object-word scenes of up to 1, 2, 3, 5 objects (navil.quickstart_data.object_words_text); "text" (the
     # synthetic captions and questions) is also available. Text after the lookup erodes it (held-out colour on
@@ -129,14 +132,13 @@ class Preset:
     # text phase taught
     object_words_share_stage2: float = 0.15
     # Phases run a fixed number of optimizer steps, so the same seed gives the same model and accuracy on the
-    # same machine; --minutes is turned into steps with these rates, measured with this recipe on 2 CPU cores
-    # (2 threads, nothing else running, the slower of two days: the default steps took 93 / 121 / 92 / 252 s for
-    # text / warm-up / stage 1 / stage 2 then, 66 / 105 / 74 / 189 s on the other; stages 1 and 2 include their
-    # validation passes; on 2026-12-05 the machine was slower still: 116 / 179 / 124 / 309 s, 12.9 minutes in all).
-    # The shares above add up to 0.93: the rest is data generation, evaluation, examples.
-    steps_per_minute: dict = field(default_factory=lambda: {"text": 524.0, "warmup": 149.0, "stage1": 115.0,
-                                                            "stage2": 138.0})
-    val_points: int = 6            # validation measurements per phase (the learning curve)
+    # same machine; --minutes is turned into steps with these rates, measured on 2 CPU cores (2 threads, nothing
+    # else running; stages 1 and 2 with their validation passes), the slower of two runs on 2026-12-05: the
+    # machine's speed varies (the same steps took 1.3-1.45x longer in that day's slow hour, 1.65x across days).
+    # The shares above add up to 0.94: the rest is data generation, evaluation, examples.
+    steps_per_minute: dict = field(default_factory=lambda: {"text": 560.0, "warmup": 166.0, "stage1": 145.0,
+                                                            "stage2": 193.0})
+    val_points: int = 4            # validation passes per phase (the learning curve; ~3-4 s each at 2 threads)
     # grounding (navil.train.grounding), a training-only loss on the visual tokens from the generator's labelled
     # boxes, in the vision warm-up and the phases listed: "words" pulls each token onto its object's word
     # embedding (EmbeddingGrounding: "red_star", background "gray"), "regions" trains linear heads on each
