@@ -137,7 +137,7 @@ class _PatchProjection(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        patches, weight = ctx.saved_tensors
+        patches, weight = (t.to(grad.dtype) for t in ctx.saved_tensors)  # bf16 under autocast, like the forward
         grad_patches = (grad @ weight.flatten(1)).view_as(patches) if ctx.needs_input_grad[0] else None
         grad_weight = (grad.t() @ patches.flatten(1)).view_as(weight) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
