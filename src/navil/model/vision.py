@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +193,7 @@ class ConvStem(nn.Module):
         grids = [(int(t), int(h), int(w)) for t, h, w in grid_thw.tolist()]
         if any(t != 1 for t, _, _ in grids):
             raise ValueError(f"the conv stem takes still images (t=1), got grids {grids}")
-        starts = torch.tensor([0] + [h * w for _, h, w in grids]).cumsum(0).tolist()
+        starts = [0, *accumulate(h * w for _, h, w in grids)]
         images = [from_patches(patches[starts[i]:starts[i + 1]], h, w, m) for i, (_, h, w) in enumerate(grids)]
         out: list[torch.Tensor | None] = [None] * len(grids)
         for group in size_groups([(h, w) for _, h, w in grids], self.max_padding):
@@ -211,14 +211,18 @@ class ConvStem(nn.Module):
         padded = any(x.shape[1:] != (height, width) for x in images)
         x = torch.stack([F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1])) for im in images])
         x = x.contiguous(memory_format=torch.channels_last)  # makes the channel norm's movedim a free view
+        masks: dict[tuple[int, int], torch.Tensor] = {}  # one per resolution
         for conv, norm in zip(self.convs, self.norms):
             x = self.act(norm(conv(x).movedim(1, -1)).movedim(-1, 1))
             if padded:
-                x = x * _valid_mask(images, x.shape[-2:], height // x.shape[-2], x)
+                size = tuple(x.shape[-2:])
+                if size not in masks:
+                    masks[size] = _valid_mask(images, size, height // size[0], x)
+                x = x * masks[size]
         return self.proj(x)
 
 
-def _valid_mask(images: list[torch.Tensor], size: torch.Size, stride: int, like: torch.Tensor) -> torch.Tensor:
+def _valid_mask(images: list[torch.Tensor], size: tuple[int, int], stride: int, like: torch.Tensor) -> torch.Tensor:
     """[b, 1, *size] ones over each image's region at `stride` (its top-left corner), zeros over the padding."""
     mask = like.new_zeros(len(images), 1, *size)
     for b, im in enumerate(images):
